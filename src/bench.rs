@@ -1,0 +1,244 @@
+//! `vigil bench`: per-stage times, end-to-end throughput, pipeline overhead
+//! over raw tract inference, worker scaling, peak memory and cold start, all
+//! measured in one process so the ratios compare like with like.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::bundle::{Bundle, Variant};
+use crate::decide::Decider;
+use crate::engine::{InferenceEngine, InferenceWorker, TractEngine};
+use crate::frame::Frame;
+use crate::pipeline::{Pipeline, RunSummary};
+use crate::preprocess::Preprocessor;
+use crate::protocol::LineFormat;
+use crate::sink::{LineSink, Sink};
+use crate::source::{FilesSource, FrameSource, Next};
+use crate::stop::StopFlag;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Model variant.
+    pub variant: Variant,
+    /// Images to replay (file, directory or glob).
+    pub images: String,
+    /// Frames per measurement.
+    pub frames: u64,
+    /// Worker counts to compare (the first is the baseline).
+    pub workers: Vec<usize>,
+}
+
+/// Mean per-frame times of each stage, in ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageMs {
+    /// JPEG/PNG decode.
+    pub decode: f64,
+    /// Convert + resize + normalise.
+    pub prepare: f64,
+    /// Model.
+    pub infer: f64,
+    /// Decide.
+    pub decide: f64,
+    /// Emit (format and write lines).
+    pub emit: f64,
+}
+
+/// One pipeline run at a given worker count.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRun {
+    /// Inference workers.
+    pub workers: usize,
+    /// Frames decided.
+    pub frames: u64,
+    /// Frames per second, steady state.
+    pub fps: f64,
+    /// Steady-state wall time per frame, ms.
+    pub ms_per_frame: f64,
+    /// Mean stage times per frame.
+    pub stages: StageMs,
+}
+
+/// Everything `vigil bench` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Model described.
+    pub model: String,
+    /// Process start → model loaded and optimised, ms.
+    pub load_ms: f64,
+    /// Process start → first decision, ms.
+    pub cold_start_ms: f64,
+    /// Raw tract inference, one worker, same tensor, mean ms.
+    pub raw_infer_ms: f64,
+    /// One run per worker count.
+    pub runs: Vec<PipelineRun>,
+    /// End-to-end ms/frame (1st run) over raw inference ms (goal ≤ 1.05).
+    pub overhead_ratio: f64,
+    /// fps of the last run over fps of the first (goal ≥ 1.7 for 2 vs 1 on 2 cores).
+    pub scaling_ratio: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Ends a source after a fixed number of frames.
+struct Limited {
+    inner: FilesSource,
+    left: u64,
+}
+
+impl FrameSource for Limited {
+    fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
+        if self.left == 0 {
+            return Next::End;
+        }
+        let n = self.inner.next_frame(frame, stop);
+        if n == Next::Frame {
+            self.left -= 1;
+        }
+        n
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB; 0 where /proc is absent.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Run the benchmark. `process_start` is taken as early as possible in `main`.
+pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, Error> {
+    let bundle = Bundle::load(&opts.bundle)?;
+    let rules = crate::app::rules_for(&bundle, None)?;
+    let engine = Arc::new(TractEngine::load(&bundle, opts.variant)?);
+    let load_ms = ms(process_start.elapsed());
+
+    let mut runs = Vec::new();
+    let mut cold_start_ms = 0.0;
+    for (i, &workers) in opts.workers.iter().enumerate() {
+        // The first run starts its clock at process start, so its first decision is the cold start.
+        let started = if i == 0 { process_start } else { Instant::now() };
+        let source = Limited {
+            inner: FilesSource::new(&opts.images, 0.0, true, started)?,
+            left: opts.frames,
+        };
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(LineSink::new(std::io::sink(), LineFormat::Json))];
+        let engine_dyn: Arc<dyn InferenceEngine> = engine.clone();
+        let summary: RunSummary = Pipeline {
+            source: Box::new(source),
+            engine: engine_dyn,
+            input: bundle.input.clone(),
+            decider: Decider::new(Arc::clone(&bundle.labels), rules.clone()),
+            sinks,
+            workers,
+            status_interval: None,
+            stop: StopFlag::new(),
+            started,
+        }
+        .run()?;
+        if i == 0 {
+            cold_start_ms = summary.first_decision.map_or(0.0, ms);
+        }
+        let n = summary.counters.decided.max(1) as f64;
+        let per_frame = ms(summary.busy) / (summary.counters.decided.saturating_sub(1).max(1)) as f64;
+        let s = &summary.stages;
+        runs.push(PipelineRun {
+            workers,
+            frames: summary.counters.decided,
+            fps: 1000.0 / per_frame,
+            ms_per_frame: per_frame,
+            stages: StageMs {
+                decode: ms(s.decode) / n,
+                prepare: ms(s.prepare) / n,
+                infer: ms(s.infer) / n,
+                decide: ms(s.decide) / n,
+                emit: ms(s.emit) / n,
+            },
+        });
+    }
+
+    // Raw inference: one worker, one prepared tensor, the same number of runs.
+    let first = crate::source::files::resolve_files(&opts.images)?.remove(0);
+    let mut frame = Frame::empty();
+    frame.data = std::fs::read(&first).map_err(|e| Error::Runtime(format!("{}: {e}", first.display())))?;
+    let mut worker = engine.tract_worker()?;
+    Preprocessor::new(&bundle.input)
+        .run(&frame, worker.input_mut())
+        .map_err(|e| Error::Runtime(format!("{}: {e}", first.display())))?;
+    let mut scores = vec![0.0; bundle.labels.len()];
+    worker.infer(&mut scores)?; // warm-up
+    let t0 = Instant::now();
+    for _ in 0..opts.frames {
+        worker.infer(&mut scores)?;
+    }
+    let raw_infer_ms = ms(t0.elapsed()) / opts.frames.max(1) as f64;
+
+    let base = &runs[0];
+    let last = runs.last().expect("at least one run");
+    Ok(BenchReport {
+        model: engine.describe(),
+        load_ms,
+        cold_start_ms,
+        raw_infer_ms,
+        overhead_ratio: base.ms_per_frame / raw_infer_ms,
+        scaling_ratio: last.fps / base.fps,
+        runs,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "model: {}", self.model)?;
+        writeln!(f, "load + optimise (from process start): {:.0} ms", self.load_ms)?;
+        writeln!(
+            f,
+            "cold start (process start -> first decision): {:.0} ms",
+            self.cold_start_ms
+        )?;
+        writeln!(f, "raw tract inference: {:.2} ms/frame", self.raw_infer_ms)?;
+        writeln!(
+            f,
+            "workers  frames     fps  ms/frame | decode  prepare    infer   decide     emit (ms/frame)"
+        )?;
+        for r in &self.runs {
+            writeln!(
+                f,
+                "{:>7} {:>7} {:>7.1} {:>9.2} | {:>6.3} {:>8.3} {:>8.2} {:>8.4} {:>8.4}",
+                r.workers,
+                r.frames,
+                r.fps,
+                r.ms_per_frame,
+                r.stages.decode,
+                r.stages.prepare,
+                r.stages.infer,
+                r.stages.decide,
+                r.stages.emit
+            )?;
+        }
+        writeln!(
+            f,
+            "overhead (end-to-end ms/frame, 1st run / raw inference): {:.3}",
+            self.overhead_ratio
+        )?;
+        writeln!(f, "scaling (fps, last run / 1st run): {:.2}", self.scaling_ratio)?;
+        write!(f, "peak RSS: {:.1} MiB", self.peak_rss_mib)
+    }
+}

@@ -1,0 +1,339 @@
+//! Model bundles: a directory holding an ONNX model (fp32, optionally an INT8
+//! form) and its manifest `model.toml` (labels, input spec, output activation,
+//! default thresholds, provenance). The engine checks the manifest against the
+//! graph when it loads it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::thresholds::ThresholdsSpec;
+use crate::tomlfile::{SettingsError, TomlFile};
+
+/// Name of the manifest inside a bundle directory.
+pub const MANIFEST: &str = "model.toml";
+
+/// Colour channels the model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    /// Three channels, R G B.
+    Rgb,
+    /// One luma channel (BT.601 weights from colour sources).
+    Grey,
+}
+
+impl Channels {
+    /// Number of channels.
+    pub fn count(self) -> usize {
+        match self {
+            Channels::Rgb => 3,
+            Channels::Grey => 1,
+        }
+    }
+}
+
+/// Memory layout of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[1, C, H, W]` (PyTorch, most ONNX exports).
+    Nchw,
+    /// `[1, H, W, C]` (TensorFlow exports).
+    Nhwc,
+}
+
+/// Element type of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// 32-bit float; the INT8 models vigil ships quantise inside the graph and also take f32.
+    F32,
+}
+
+/// What turns the graph's raw outputs into per-label scores in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// Independent per-label sigmoid: multi-label models.
+    Sigmoid,
+    /// Softmax across labels: single-label (one-of-N) models.
+    Softmax,
+    /// The graph already outputs probabilities.
+    None,
+}
+
+/// The model's input, as the manifest declares it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// RGB or grey.
+    pub channels: Channels,
+    /// NCHW or NHWC.
+    pub layout: Layout,
+    /// Element type.
+    pub dtype: DType,
+    /// Pixel multiplier before mean/std: `value = (pixel * scale - mean) / std`.
+    #[serde(default = "default_scale")]
+    pub scale: f32,
+    /// Per-channel mean (one value, or one per channel).
+    #[serde(default)]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation (one value, or one per channel).
+    #[serde(default)]
+    pub std: Vec<f32>,
+}
+
+fn default_scale() -> f32 {
+    1.0 / 255.0
+}
+
+impl InputSpec {
+    /// The tensor shape the model takes, batch 1.
+    pub fn shape(&self) -> [usize; 4] {
+        let (c, h, w) = (self.channels.count(), self.height as usize, self.width as usize);
+        match self.layout {
+            Layout::Nchw => [1, c, h, w],
+            Layout::Nhwc => [1, h, w, c],
+        }
+    }
+
+    /// Number of elements in the input tensor.
+    pub fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    /// Whether the tensor is empty (never, for a validated spec).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Mean of channel `c` (a single value applies to all channels).
+    pub fn mean_of(&self, c: usize) -> f32 {
+        pick(&self.mean, c, 0.0)
+    }
+
+    /// Standard deviation of channel `c`.
+    pub fn std_of(&self, c: usize) -> f32 {
+        pick(&self.std, c, 1.0)
+    }
+}
+
+fn pick(values: &[f32], c: usize, default: f32) -> f32 {
+    match values.len() {
+        0 => default,
+        1 => values[0],
+        _ => values[c],
+    }
+}
+
+/// The `[output]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Activation applied to the graph's output.
+    pub activation: Activation,
+}
+
+/// Where the model comes from and under which terms it may be used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// Origin of the weights and how they were exported.
+    pub source: String,
+    /// Licence of the weights (and data, where it binds the model).
+    pub licence: String,
+}
+
+/// `model.toml`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    name: String,
+    #[serde(default)]
+    description: String,
+    model: Spanned<String>,
+    model_int8: Option<Spanned<String>>,
+    labels: Option<Vec<String>>,
+    labels_file: Option<Spanned<String>>,
+    input: InputSpec,
+    output: OutputSpec,
+    #[serde(default)]
+    thresholds: ThresholdsSpec,
+    provenance: Provenance,
+}
+
+/// Which of a bundle's model files to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// The float model (`model`).
+    Fp32,
+    /// The quantised model (`model_int8`).
+    Int8,
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Variant::Fp32 => "fp32",
+            Variant::Int8 => "int8",
+        })
+    }
+}
+
+/// A loaded, self-consistent manifest (the graph itself is checked by the engine).
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// Short name.
+    pub name: String,
+    /// One-line description.
+    pub description: String,
+    /// The fp32 ONNX file.
+    pub model_fp32: PathBuf,
+    /// The INT8 ONNX file, when the bundle has one.
+    pub model_int8: Option<PathBuf>,
+    /// Label names, in output order.
+    pub labels: Arc<[String]>,
+    /// Input spec.
+    pub input: InputSpec,
+    /// Output activation.
+    pub activation: Activation,
+    /// Default decision rules.
+    pub thresholds: ThresholdsSpec,
+    /// Provenance and licence.
+    pub provenance: Provenance,
+    /// The manifest file, for messages that point into it.
+    pub manifest: TomlFile,
+}
+
+impl Bundle {
+    /// Read and check `dir/model.toml`: fields, label list, input spec, files present.
+    pub fn load(dir: &Path) -> Result<Bundle, SettingsError> {
+        if !dir.is_dir() {
+            return Err(SettingsError {
+                file: dir.to_path_buf(),
+                position: None,
+                key: None,
+                message: "model bundle not found: expected a directory holding model.toml and the ONNX file".into(),
+            });
+        }
+        let file = TomlFile::read(&dir.join(MANIFEST))?;
+        let m: Manifest = file.parse()?;
+        let existing = |s: &Spanned<String>, key: &str| -> Result<PathBuf, SettingsError> {
+            let p = file.resolve(s.get_ref());
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(file.error_at(
+                    s.span(),
+                    key,
+                    format!("file `{}` not found: expected a file in the bundle", p.display()),
+                ))
+            }
+        };
+        let model_fp32 = existing(&m.model, "model")?;
+        let model_int8 = m.model_int8.as_ref().map(|s| existing(s, "model_int8")).transpose()?;
+        let labels: Vec<String> = match (&m.labels, &m.labels_file) {
+            (Some(l), None) => l.clone(),
+            (None, Some(f)) => {
+                let path = existing(f, "labels_file")?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    file.error_at(
+                        f.span(),
+                        "labels_file",
+                        format!("cannot read `{}`: {e}", path.display()),
+                    )
+                })?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            _ => {
+                return Err(file.error(
+                    None,
+                    "expected exactly one of `labels` (a list) or `labels_file` (a path)",
+                ));
+            }
+        };
+        if labels.is_empty() {
+            return Err(file.error(Some("labels".into()), "the model has no labels: expected at least one"));
+        }
+        for (i, l) in labels.iter().enumerate() {
+            if labels[..i].contains(l) {
+                return Err(file.error(
+                    Some("labels".into()),
+                    format!(
+                        "label `{l}` appears twice (positions {} and {i}): expected unique names",
+                        labels.iter().position(|x| x == l).unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        check_input(&file, &m.input)?;
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            name: m.name,
+            description: m.description,
+            model_fp32,
+            model_int8,
+            labels: labels.into(),
+            input: m.input,
+            activation: m.output.activation,
+            thresholds: m.thresholds,
+            provenance: m.provenance,
+            manifest: file,
+        })
+    }
+
+    /// The ONNX file for `variant`, or an error naming the manifest key to add.
+    pub fn model_path(&self, variant: Variant) -> Result<&Path, SettingsError> {
+        match variant {
+            Variant::Fp32 => Ok(&self.model_fp32),
+            Variant::Int8 => self.model_int8.as_deref().ok_or_else(|| {
+                self.manifest.error(
+                    Some("model_int8".into()),
+                    "this bundle has no INT8 model: expected `model_int8 = \"FILE\"`, or run the fp32 variant",
+                )
+            }),
+        }
+    }
+}
+
+fn check_input(file: &TomlFile, input: &InputSpec) -> Result<(), SettingsError> {
+    if input.width == 0 || input.height == 0 || input.width > 8192 || input.height > 8192 {
+        return Err(file.error(
+            Some("input".into()),
+            format!(
+                "input size {}x{}: expected width and height from 1 to 8192",
+                input.width, input.height
+            ),
+        ));
+    }
+    let channels = input.channels.count();
+    for (key, values) in [("input.mean", &input.mean), ("input.std", &input.std)] {
+        if !(values.is_empty() || values.len() == 1 || values.len() == channels) {
+            return Err(file.error(
+                Some(key.into()),
+                format!(
+                    "{} values for {channels} channel(s): expected 1 or {channels}",
+                    values.len()
+                ),
+            ));
+        }
+    }
+    if input.std.iter().any(|&s| s == 0.0 || !s.is_finite()) || !input.scale.is_finite() || input.scale == 0.0 {
+        return Err(file.error(Some("input.std".into()), "std and scale must be finite and non-zero"));
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The engine stage: runs the bundle's ONNX model with tract.
+//!
+//! The model is loaded, checked against its manifest and optimised once; the
+//! optimised plan is shared (`Arc`) by any number of [`InferenceWorker`]s, each
+//! of which owns its own tract state and input tensor and runs one frame at a
+//! time. Several single-threaded workers on separate frames use a board's
+//! cores better than tract's own multithreaded matmul.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::bundle::{Activation, Bundle, Layout, Variant};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The file is not an ONNX model tract can read.
+    #[error("{path}: not a loadable ONNX model: {reason}")]
+    NotOnnx {
+        /// The model file.
+        path: PathBuf,
+        /// tract's explanation.
+        reason: String,
+    },
+    /// The graph disagrees with its manifest.
+    #[error("{path}: the model does not match its manifest {manifest}: {what}")]
+    Mismatch {
+        /// The model file.
+        path: PathBuf,
+        /// The manifest file.
+        manifest: PathBuf,
+        /// Both values, manifest's and graph's.
+        what: String,
+    },
+    /// tract could not type or optimise the graph.
+    #[error("{path}: tract cannot prepare this model: {reason}")]
+    Prepare {
+        /// The model file.
+        path: PathBuf,
+        /// tract's explanation.
+        reason: String,
+    },
+    /// Running one frame failed.
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// A loaded model that hands out workers.
+pub trait InferenceEngine: Send + Sync {
+    /// A new worker with its own state and input buffer.
+    fn new_worker(&self) -> Result<Box<dyn InferenceWorker>, EngineError>;
+    /// One line for logs: model file, variant, input and output shapes.
+    fn describe(&self) -> String;
+}
+
+/// Runs one frame at a time. Fill [`InferenceWorker::input_mut`], then call
+/// [`InferenceWorker::infer`].
+pub trait InferenceWorker: Send {
+    /// The input tensor's elements, in the manifest's layout.
+    fn input_mut(&mut self) -> &mut [f32];
+    /// Run the model on the current input and write one score per label
+    /// (after the manifest's activation) into `scores`.
+    fn infer(&mut self, scores: &mut [f32]) -> Result<(), EngineError>;
+}
+
+/// The tract engine: one optimised plan shared by all workers.
+pub struct TractEngine {
+    plan: Arc<TypedRunnableModel>,
+    input_shape: [usize; 4],
+    activation: Activation,
+    labels: usize,
+    path: PathBuf,
+    variant: Variant,
+}
+
+fn shape_text<T: std::fmt::Display>(dims: impl IntoIterator<Item = T>) -> String {
+    let dims: Vec<String> = dims.into_iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+impl TractEngine {
+    /// Load `bundle`'s `variant`, check it against the manifest, optimise it.
+    pub fn load(bundle: &Bundle, variant: Variant) -> Result<TractEngine, crate::Error> {
+        let path = bundle.model_path(variant)?.to_path_buf();
+        let engine = Self::load_file(bundle, &path, variant)?;
+        Ok(engine)
+    }
+
+    fn load_file(bundle: &Bundle, path: &Path, variant: Variant) -> Result<TractEngine, EngineError> {
+        let mismatch = |what: String| EngineError::Mismatch {
+            path: path.to_path_buf(),
+            manifest: bundle.manifest.path.clone(),
+            what,
+        };
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| EngineError::NotOnnx {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        if model.inputs.len() != 1 {
+            return Err(mismatch(format!(
+                "manifest describes 1 input, graph has {}",
+                model.inputs.len()
+            )));
+        }
+        if model.outputs.is_empty() {
+            return Err(mismatch("graph has no output".into()));
+        }
+        let expected = bundle.input.shape();
+        let layout = match bundle.input.layout {
+            Layout::Nchw => "nchw",
+            Layout::Nhwc => "nhwc",
+        };
+        let declared = model
+            .input_fact(0)
+            .map_err(|e| EngineError::Prepare {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?
+            .clone();
+        if let Some(dt) = declared.datum_type.concretize()
+            && dt != f32::datum_type()
+        {
+            return Err(mismatch(format!("manifest input dtype is f32, graph input is {dt:?}")));
+        }
+        if let Some(dims) = declared.shape.concretize() {
+            let agrees = dims.len() == 4
+                && dims
+                    .iter()
+                    .zip(expected)
+                    .all(|(d, e)| d.as_i64().is_none_or(|d| d == e as i64));
+            if !agrees {
+                return Err(mismatch(format!(
+                    "manifest input is {} ({layout}, {}x{}, {} channel(s)), graph input is {}",
+                    shape_text(expected),
+                    bundle.input.width,
+                    bundle.input.height,
+                    bundle.input.channels.count(),
+                    shape_text(dims.iter())
+                )));
+            }
+        }
+        let prepare = |e: TractError| EngineError::Prepare {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let optimized = model
+            .with_input_fact(0, f32::fact(expected).into())
+            .and_then(|m| m.into_optimized())
+            .map_err(prepare)?;
+        let out_fact = optimized.output_fact(0).map_err(prepare)?;
+        let out_dims: Vec<usize> = match out_fact.shape.as_concrete() {
+            Some(d) => d.to_vec(),
+            None => {
+                return Err(mismatch(format!(
+                    "graph output shape {:?} is not fixed",
+                    out_fact.shape
+                )));
+            }
+        };
+        let scores: usize = out_dims.iter().product();
+        let non_unit = out_dims.iter().filter(|&&d| d != 1).count();
+        if scores != bundle.labels.len() || non_unit > 1 {
+            return Err(mismatch(format!(
+                "manifest lists {} labels, graph output is {} = {scores} scores",
+                bundle.labels.len(),
+                shape_text(&out_dims)
+            )));
+        }
+        let plan = optimized.into_runnable().map_err(prepare)?;
+        Ok(TractEngine {
+            plan,
+            input_shape: expected,
+            activation: bundle.activation,
+            labels: scores,
+            path: path.to_path_buf(),
+            variant,
+        })
+    }
+
+    /// The op names of the optimised graph, one per node, in evaluation order;
+    /// used to prove an INT8 model runs on integer kernels.
+    pub fn optimized_ops(&self) -> Vec<String> {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op().name().to_string())
+            .collect()
+    }
+
+    /// A worker with the concrete type (for benchmarks that avoid dynamic dispatch).
+    pub fn tract_worker(&self) -> Result<TractWorker, EngineError> {
+        let state = self.plan.spawn().map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let input = Tensor::zero::<f32>(&self.input_shape).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        Ok(TractWorker {
+            state,
+            input: Arc::new(input),
+            activation: self.activation,
+            labels: self.labels,
+        })
+    }
+}
+
+impl InferenceEngine for TractEngine {
+    fn new_worker(&self) -> Result<Box<dyn InferenceWorker>, EngineError> {
+        Ok(Box::new(self.tract_worker()?))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "tract {} model {} (input {}, {} scores)",
+            self.variant,
+            self.path.display(),
+            shape_text(self.input_shape),
+            self.labels
+        )
+    }
+}
+
+/// A tract worker: its own state over the shared plan, and its own input tensor.
+pub struct TractWorker {
+    state: TypedSimpleState,
+    // Shared with tract only for the duration of a run, so it is exclusively ours
+    // again when `input_mut` is called: no tensor is allocated per frame.
+    input: Arc<Tensor>,
+    activation: Activation,
+    labels: usize,
+}
+
+impl InferenceWorker for TractWorker {
+    fn input_mut(&mut self) -> &mut [f32] {
+        if Arc::get_mut(&mut self.input).is_none() {
+            // tract kept a reference (it never has in 0.23): fall back to a private copy.
+            self.input = Arc::new((*self.input).clone());
+        }
+        let tensor = Arc::get_mut(&mut self.input).expect("input tensor is exclusively owned");
+        tensor
+            .to_plain_array_view_mut::<f32>()
+            .expect("input tensor is f32")
+            .into_slice()
+            .expect("input tensor is contiguous")
+    }
+
+    fn infer(&mut self, scores: &mut [f32]) -> Result<(), EngineError> {
+        let outputs = self
+            .state
+            .run(tvec![TValue::from_const(Arc::clone(&self.input))])
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let out = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        if out.len() != self.labels || scores.len() != self.labels {
+            return Err(EngineError::Run(format!(
+                "expected {} scores, got {}",
+                self.labels,
+                out.len()
+            )));
+        }
+        for (s, &v) in scores.iter_mut().zip(out.iter()) {
+            *s = v;
+        }
+        apply_activation(self.activation, scores);
+        Ok(())
+    }
+}
+
+/// Turn raw outputs into scores in place.
+pub fn apply_activation(activation: Activation, scores: &mut [f32]) {
+    match activation {
+        Activation::None => {}
+        Activation::Sigmoid => {
+            for s in scores.iter_mut() {
+                *s = 1.0 / (1.0 + (-*s).exp());
+            }
+        }
+        Activation::Softmax => {
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f64;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += f64::from(*s);
+            }
+            let inv = (1.0 / sum) as f32;
+            for s in scores.iter_mut() {
+                *s *= inv;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut s = [1.0, 2.0, 3.0];
+        apply_activation(Activation::Softmax, &mut s);
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(s[0] < s[1] && s[1] < s[2]);
+        assert!((s[2] - 0.665_240_9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sigmoid_is_per_label() {
+        let mut s = [0.0, 100.0, -100.0];
+        apply_activation(Activation::Sigmoid, &mut s);
+        assert_eq!(s[0], 0.5);
+        assert!(s[1] > 0.999 && s[2] < 0.001);
+    }
+}

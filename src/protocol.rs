@@ -1,0 +1,256 @@
+//! The line protocol vigil speaks on stdout and serial lines (see
+//! `docs/serial-protocol.md`): JSON lines, or compact NMEA-style text lines
+//! `$VGxxx,field,...*CS` whose checksum `CS` is the XOR of every byte between
+//! `$` and `*`, as two upper-case hex digits.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// Which of the two line forms a sink writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LineFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `$VG...*CS` text lines with a checksum, for low baud rates.
+    Text,
+}
+
+/// A label's state change, ready to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EventLine<'a> {
+    /// Frame sequence number.
+    pub seq: u64,
+    /// Capture time, ms since the run started.
+    pub t_ms: u64,
+    /// Label name.
+    pub label: &'a str,
+    /// New state.
+    pub on: bool,
+    /// Score that caused the change.
+    pub score: f32,
+}
+
+/// The periodic health line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusLine<'a> {
+    /// Seconds since the run started.
+    pub uptime_s: f64,
+    /// Frames decided since the start.
+    pub frames: u64,
+    /// Frames decided per second over the last status period.
+    pub fps: f64,
+    /// Median inference time over recent frames, ms.
+    pub infer_ms_p50: f64,
+    /// 99th percentile inference time over recent frames, ms.
+    pub infer_ms_p99: f64,
+    /// Frames dropped since the start (unreadable, corrupt, stale, failed).
+    pub dropped: u64,
+    /// Labels currently on.
+    pub labels_on: &'a [&'a str],
+}
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    t_ms: u64,
+    label: &'a str,
+    state: &'static str,
+    score: f32,
+}
+
+#[derive(Serialize)]
+struct JsonStatus<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    status: &'a StatusLine<'a>,
+}
+
+fn state_word(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// XOR of all bytes: the NMEA checksum of the text between `$` and `*`.
+pub fn checksum(body: &[u8]) -> u8 {
+    body.iter().fold(0, |acc, b| acc ^ b)
+}
+
+/// Replace the characters the text form reserves (`$ * ,` and controls) in a label.
+fn push_field(out: &mut String, s: &str) {
+    out.extend(s.chars().map(|c| {
+        if matches!(c, '$' | '*' | ',' | ';') || c.is_control() {
+            '_'
+        } else {
+            c
+        }
+    }));
+}
+
+fn finish_text(out: &mut String, start: usize) {
+    let cs = checksum(&out.as_bytes()[start + 1..]);
+    let _ = write!(out, "*{cs:02X}\r\n");
+}
+
+/// Append one event line (with its line ending) to `out`.
+pub fn write_event(out: &mut String, format: LineFormat, e: &EventLine<'_>) {
+    match format {
+        LineFormat::Json => {
+            let j = JsonEvent {
+                kind: "event",
+                seq: e.seq,
+                t_ms: e.t_ms,
+                label: e.label,
+                state: state_word(e.on),
+                score: round4(e.score),
+            };
+            // Serialising plain fields into a String cannot fail.
+            out.push_str(&serde_json::to_string(&j).unwrap_or_default());
+            out.push('\n');
+        }
+        LineFormat::Text => {
+            let start = out.len();
+            let _ = write!(out, "$VGEVT,{},{},", e.seq, e.t_ms);
+            push_field(out, e.label);
+            let _ = write!(out, ",{},{:.4}", if e.on { "ON" } else { "OFF" }, e.score);
+            finish_text(out, start);
+        }
+    }
+}
+
+/// Append one status line (with its line ending) to `out`.
+pub fn write_status(out: &mut String, format: LineFormat, s: &StatusLine<'_>) {
+    match format {
+        LineFormat::Json => {
+            out.push_str(
+                &serde_json::to_string(&JsonStatus {
+                    kind: "status",
+                    status: s,
+                })
+                .unwrap_or_default(),
+            );
+            out.push('\n');
+        }
+        LineFormat::Text => {
+            let start = out.len();
+            let _ = write!(
+                out,
+                "$VGSTA,{:.0},{},{:.1},{:.1},{:.1},{},",
+                s.uptime_s, s.frames, s.fps, s.infer_ms_p50, s.infer_ms_p99, s.dropped
+            );
+            for (i, l) in s.labels_on.iter().enumerate() {
+                if i > 0 {
+                    out.push(';');
+                }
+                push_field(out, l);
+            }
+            finish_text(out, start);
+        }
+    }
+}
+
+fn round4(x: f32) -> f32 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// Why a received text line was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// No `$` at the start or no `*CS` at the end.
+    #[error("not a `$...*CS` line")]
+    Framing,
+    /// The checksum does not match the body.
+    #[error("checksum mismatch: line says {stated:02X}, body gives {computed:02X}")]
+    Checksum {
+        /// Checksum written on the line.
+        stated: u8,
+        /// Checksum of the received body.
+        computed: u8,
+    },
+}
+
+/// Check a text line's framing and checksum; return its comma-separated fields
+/// (the first is the sentence name, e.g. `VGEVT`).
+pub fn parse_text_line(line: &str) -> Result<Vec<&str>, ParseError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let body = line.strip_prefix('$').ok_or(ParseError::Framing)?;
+    let (body, cs) = body.rsplit_once('*').ok_or(ParseError::Framing)?;
+    let stated = u8::from_str_radix(cs, 16).map_err(|_| ParseError::Framing)?;
+    if cs.len() != 2 {
+        return Err(ParseError::Framing);
+    }
+    let computed = checksum(body.as_bytes());
+    if stated != computed {
+        return Err(ParseError::Checksum { stated, computed });
+    }
+    Ok(body.split(',').collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_event_round_trips_with_checksum() {
+        let mut s = String::new();
+        let e = EventLine {
+            seq: 7,
+            t_ms: 1400,
+            label: "traffic light",
+            on: true,
+            score: 0.91234,
+        };
+        write_event(&mut s, LineFormat::Text, &e);
+        assert!(s.starts_with("$VGEVT,7,1400,traffic light,ON,0.9123*"));
+        assert!(s.ends_with("\r\n"));
+        let fields = parse_text_line(&s).unwrap();
+        assert_eq!(fields, ["VGEVT", "7", "1400", "traffic light", "ON", "0.9123"]);
+        // Flip one character: the checksum catches it.
+        let bad = s.replace("ON", "OF");
+        assert!(matches!(parse_text_line(&bad), Err(ParseError::Checksum { .. })));
+    }
+
+    #[test]
+    fn reserved_characters_in_labels_are_replaced() {
+        let mut s = String::new();
+        let e = EventLine {
+            seq: 1,
+            t_ms: 0,
+            label: "a,b*c$d",
+            on: false,
+            score: 0.0,
+        };
+        write_event(&mut s, LineFormat::Text, &e);
+        assert_eq!(parse_text_line(&s).unwrap()[3], "a_b_c_d");
+    }
+
+    #[test]
+    fn known_nmea_checksum() {
+        // A textbook NMEA sentence and its published checksum.
+        assert_eq!(checksum(b"GPGLL,5300.97914,N,00259.98174,E,125926,A"), 0x28);
+    }
+
+    #[test]
+    fn json_status_has_type_and_fields() {
+        let mut s = String::new();
+        let labels = ["cat"];
+        let st = StatusLine {
+            uptime_s: 1.5,
+            frames: 3,
+            fps: 2.0,
+            infer_ms_p50: 10.0,
+            infer_ms_p99: 12.0,
+            dropped: 1,
+            labels_on: &labels,
+        };
+        write_status(&mut s, LineFormat::Json, &st);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["type"], "status");
+        assert_eq!(v["labels_on"][0], "cat");
+        assert_eq!(v["dropped"], 1);
+    }
+}

@@ -1,0 +1,55 @@
+//! Frame sources: where frames come from. Each source fills pooled [`Frame`]s.
+
+pub mod files;
+
+pub use files::FilesSource;
+
+use crate::frame::Frame;
+use crate::stop::StopFlag;
+
+/// What a call to [`FrameSource::next_frame`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// `frame` holds a new frame.
+    Frame,
+    /// A frame was lost (unreadable file, vanished device); the source goes on.
+    Dropped,
+    /// The stream ended (all files replayed, pipe closed).
+    End,
+    /// The stop flag was raised while waiting.
+    Stopped,
+}
+
+/// Errors a source cannot recover from by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The configured path, directory or glob matched no image file.
+    #[error("source `{0}`: no image files found (expected a file, a directory of .jpg/.jpeg/.png, or a glob)")]
+    NoFiles(String),
+    /// The glob pattern could not be parsed.
+    #[error("source `{pattern}`: bad glob pattern: {source}")]
+    BadGlob {
+        /// The pattern as configured.
+        pattern: String,
+        /// Why it was refused.
+        source: glob::PatternError,
+    },
+    /// Reading a directory failed.
+    #[error("source `{path}`: {source}")]
+    Io {
+        /// The path that failed.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A stream of frames. Implementations pace themselves (a camera by its clock,
+/// a replay by its configured fps) and must return [`Next::Stopped`] promptly
+/// (within ~50 ms) once `stop` is raised.
+pub trait FrameSource: Send {
+    /// Fill `frame` (reusing its buffer) with the next frame.
+    fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next;
+    /// A one-line description for logs and `vigil check`.
+    fn describe(&self) -> String;
+}

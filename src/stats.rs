@@ -1,0 +1,124 @@
+//! Run statistics: counters, per-stage times and latency percentiles for the
+//! status line and the benchmark.
+
+use std::time::Duration;
+
+/// How many recent inference times the percentiles are taken over.
+pub const LATENCY_WINDOW: usize = 512;
+
+/// Per-stage times of one frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// Decoding JPEG/PNG.
+    pub decode: Duration,
+    /// Channel conversion, resize, normalisation.
+    pub prepare: Duration,
+    /// Running the model.
+    pub infer: Duration,
+    /// The decide stage.
+    pub decide: Duration,
+    /// Writing events to sinks.
+    pub emit: Duration,
+}
+
+impl StageTimes {
+    /// Add another frame's times.
+    pub fn add(&mut self, o: &StageTimes) {
+        self.decode += o.decode;
+        self.prepare += o.prepare;
+        self.infer += o.infer;
+        self.decide += o.decide;
+        self.emit += o.emit;
+    }
+}
+
+/// A fixed-size ring of recent latencies (no allocation after creation).
+#[derive(Debug, Clone)]
+pub struct LatencyRing {
+    values: Vec<f32>,
+    next: usize,
+    filled: usize,
+    scratch: Vec<f32>,
+}
+
+impl Default for LatencyRing {
+    fn default() -> Self {
+        LatencyRing {
+            values: vec![0.0; LATENCY_WINDOW],
+            next: 0,
+            filled: 0,
+            scratch: Vec::with_capacity(LATENCY_WINDOW),
+        }
+    }
+}
+
+impl LatencyRing {
+    /// Record one latency in milliseconds.
+    pub fn push(&mut self, ms: f32) {
+        self.values[self.next] = ms;
+        self.next = (self.next + 1) % self.values.len();
+        self.filled = (self.filled + 1).min(self.values.len());
+    }
+
+    /// The `q`-quantile (0..=1, nearest rank) of the recorded values; 0 when empty.
+    pub fn quantile(&mut self, q: f64) -> f64 {
+        if self.filled == 0 {
+            return 0.0;
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.values[..self.filled]);
+        self.scratch.sort_unstable_by(f32::total_cmp);
+        let rank = ((q * self.filled as f64).ceil() as usize).clamp(1, self.filled);
+        f64::from(self.scratch[rank - 1])
+    }
+}
+
+/// Frame counters of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames that reached the decide stage.
+    pub decided: u64,
+    /// Frames the source could not deliver (unreadable file, device hiccup).
+    pub dropped_source: u64,
+    /// Frames that could not be decoded or had the wrong size.
+    pub dropped_corrupt: u64,
+    /// Frames on which inference failed.
+    pub dropped_engine: u64,
+    /// State changes emitted.
+    pub events: u64,
+}
+
+impl Counters {
+    /// All dropped frames.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_source + self.dropped_corrupt + self.dropped_engine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let mut r = LatencyRing::default();
+        for v in 1..=100 {
+            r.push(v as f32);
+        }
+        assert_eq!(r.quantile(0.5), 50.0);
+        assert_eq!(r.quantile(0.99), 99.0);
+        assert_eq!(r.quantile(1.0), 100.0);
+    }
+
+    #[test]
+    fn ring_keeps_only_the_recent_window() {
+        let mut r = LatencyRing::default();
+        for _ in 0..LATENCY_WINDOW {
+            r.push(1000.0);
+        }
+        for _ in 0..LATENCY_WINDOW {
+            r.push(1.0);
+        }
+        assert_eq!(r.quantile(0.99), 1.0);
+    }
+}
