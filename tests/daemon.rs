@@ -1,0 +1,377 @@
+//! The `vigil` binary as a user meets it: config and model errors refused with
+//! clear messages and exit codes, corrupt frames dropped and counted, a clean
+//! stop on SIGTERM, and the serial protocol on a real pseudo-terminal.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{default_bundle, stderr, stdout, vigil, vigil_output, write};
+use serde_json::Value;
+
+fn samples() -> PathBuf {
+    default_bundle().join("samples")
+}
+
+/// A config with the real bundle and sample images; `extra` is appended.
+fn config_text(source_path: &Path, extra: &str) -> String {
+    format!(
+        "[model]\nbundle = \"{}\"\nworkers = 2\n\n[source]\nkind = \"files\"\npath = \"{}\"\nfps = 0\n\n{extra}",
+        default_bundle().display(),
+        source_path.display()
+    )
+}
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------- config errors
+
+/// Run `vigil check` on `text`; expect exit 2 and every `needles` in stderr.
+fn refused(text: &str, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "bad.toml", text);
+    let out = vigil_output(&["check", "--config", cfg.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "exit code for {text:?}; stderr: {err}");
+    assert!(err.contains("bad.toml"), "message names the file: {err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in: {err}");
+    }
+}
+
+#[test]
+fn unknown_key_is_refused_with_line_and_column() {
+    let text = config_text(&samples(), "[stdout]\nformat = \"json\"\ncolour = true\n");
+    // Line 11 of the generated file, column 1.
+    refused(&text, &["bad.toml:12:1", "unknown field `colour`", "expected"]);
+}
+
+#[test]
+fn wrong_type_is_refused_with_key_path() {
+    let text = config_text(&samples(), "").replace("workers = 2", "workers = \"two\"");
+    refused(&text, &["bad.toml:3:", "model.workers", "invalid type"]);
+}
+
+#[test]
+fn threshold_outside_unit_interval_is_refused() {
+    let text = config_text(&samples(), "[thresholds.labels.tabby]\non = 1.5\n");
+    refused(
+        &text,
+        &["bad.toml:11:6", "thresholds.labels.tabby.on", "outside [0, 1]"],
+    );
+}
+
+#[test]
+fn off_above_on_is_refused() {
+    let text = config_text(&samples(), "[thresholds]\ndefault = { on = 0.4, off = 0.6 }\n");
+    refused(
+        &text,
+        &[
+            "thresholds.default.off",
+            "off threshold 0.6 is above its on threshold 0.4",
+        ],
+    );
+}
+
+#[test]
+fn unknown_label_is_refused() {
+    let text = config_text(&samples(), "[thresholds.labels.unicorn]\non = 0.5\n");
+    refused(&text, &["thresholds.labels.unicorn", "unknown label `unicorn`"]);
+}
+
+#[test]
+fn missing_files_are_refused() {
+    let text = config_text(Path::new("/nonexistent/frames"), "");
+    refused(&text, &["bad.toml:7:8", "source.path", "no image files found"]);
+    let text = config_text(&samples(), "").replace(&default_bundle().display().to_string(), "/nonexistent/bundle");
+    refused(&text, &["bad.toml:2:10", "model.bundle", "not found"]);
+}
+
+#[test]
+fn toml_syntax_error_is_refused() {
+    refused("[model\nbundle = 1\n", &["bad.toml:1:"]);
+}
+
+#[test]
+fn missing_config_file_is_refused() {
+    let out = vigil_output(&["run", "--config", "/nonexistent/vigil.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/vigil.toml: cannot read file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let out = vigil_output(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--config"));
+}
+
+#[test]
+fn help_has_examples() {
+    for cmd in ["run", "check", "classify", "bench"] {
+        let out = vigil_output(&[cmd, "--help"]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(stdout(&out).contains("Example"), "{cmd} --help: {}", stdout(&out));
+    }
+}
+
+// ---------------------------------------------------------------- model errors
+
+/// A copy of the default bundle (model files linked) with `edit` applied to its manifest.
+fn bundle_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let b = dir.join("bundle");
+    std::fs::create_dir(&b).unwrap();
+    for f in ["model.onnx", "model.int8.onnx", "labels.txt"] {
+        std::os::unix::fs::symlink(default_bundle().join(f), b.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(default_bundle().join("model.toml")).unwrap();
+    std::fs::write(b.join("model.toml"), edit(manifest)).unwrap();
+    b
+}
+
+#[test]
+fn manifest_disagreeing_with_model_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle_with(dir.path(), |m| m.replace("width = 224", "width = 256"));
+    let img = samples().join(first_sample());
+    let out = vigil_output(&["classify", "--model", b.to_str().unwrap(), img.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("[1, 3, 224, 256]") && err.contains("[1, 3, 224, 224]"),
+        "both shapes named: {err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle_with(dir.path(), |m| {
+        m.replace("labels_file = \"labels.txt\"", "labels = [\"cat\", \"dog\"]")
+    });
+    let out = vigil_output(&["classify", "--model", b.to_str().unwrap(), img.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("manifest lists 2 labels") && err.contains("1000 scores"),
+        "{err}"
+    );
+}
+
+#[test]
+fn non_onnx_model_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle_with(dir.path(), |m| {
+        m.replace("model = \"model.onnx\"", "model = \"garbage.onnx\"")
+    });
+    std::fs::write(b.join("garbage.onnx"), b"this is not a protobuf, just text\n").unwrap();
+    let img = samples().join(first_sample());
+    let out = vigil_output(&["classify", "--model", b.to_str().unwrap(), img.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("garbage.onnx: not a loadable ONNX model"), "{err}");
+}
+
+fn first_sample() -> String {
+    let mut names: Vec<String> = std::fs::read_dir(samples())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jpg") || n.ends_with(".png"))
+        .collect();
+    names.sort();
+    names.remove(0)
+}
+
+// ---------------------------------------------------------------- bad frames
+
+#[test]
+fn corrupt_and_truncated_frames_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let good = std::fs::read(samples().join(first_sample())).unwrap();
+    std::fs::write(frames.join("a_good.jpg"), &good).unwrap();
+    std::fs::write(frames.join("b_truncated.jpg"), &good[..good.len() / 3]).unwrap();
+    std::fs::write(frames.join("c_garbage.png"), b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
+    std::fs::write(frames.join("d_empty.jpg"), b"").unwrap();
+    std::fs::write(frames.join("e_good.jpg"), &good).unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &config_text(&frames, "[status]\ninterval_s = 60\n"),
+    );
+    let out = vigil_output(&["run", "--config", cfg.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines = json_lines(&stdout(&out));
+    let status = lines
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "status")
+        .expect("final status line");
+    assert_eq!(status["frames"], 2, "two good frames decided: {status}");
+    assert_eq!(status["dropped"], 3, "three bad frames dropped: {status}");
+    assert!(err.contains("dropped"), "drops are logged: {err}");
+}
+
+// ---------------------------------------------------------------- stop
+
+#[test]
+fn sigterm_stops_promptly_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&samples(), "[status]\ninterval_s = 0.2\n").replace("fps = 0", "fps = 20\nloop = true");
+    let cfg = write(dir.path(), "c.toml", &text);
+    let mut child = vigil()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    // Wait for the first status line: the model is loaded and frames flow.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"status\"") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "vigil ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let p99_ms = json_lines(
+        String::from_utf8_lossy(&seen)
+            .lines()
+            .find(|l| l.contains("\"status\""))
+            .unwrap(),
+    )[0]["infer_ms_p99"]
+        .as_f64()
+        .unwrap();
+    let t0 = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    out.read_to_end(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0));
+    // The promise is 1 s; a frame already inside the model finishes first (seconds under emulation).
+    let bound = Duration::from_secs(1) + Duration::from_secs_f64(p99_ms / 1000.0);
+    assert!(took <= bound, "stopped after {took:?} (bound {bound:?})");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.ends_with('\n'), "last line complete");
+    let last = json_lines(&text).pop().unwrap();
+    assert_eq!(last["type"], "status", "a final status line is flushed at stop");
+}
+
+// ---------------------------------------------------------------- serial
+
+/// A pseudo-terminal: the daemon opens the slave by path, the test reads the master.
+struct Pty {
+    master: std::fs::File,
+    _slave: OwnedFd,
+    slave_path: String,
+}
+
+fn openpty() -> Pty {
+    let (mut m, mut s) = (0, 0);
+    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty");
+    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
+        .to_string_lossy()
+        .into_owned();
+    Pty {
+        master: unsafe { std::fs::File::from_raw_fd(m) },
+        _slave: unsafe { OwnedFd::from_raw_fd(s) },
+        slave_path: name,
+    }
+}
+
+/// The NMEA checksum, computed here independently of vigil's code.
+fn xor(body: &str) -> u8 {
+    body.bytes().fold(0, |a, b| a ^ b)
+}
+
+fn run_with_serial(format: &str) -> String {
+    let pty = openpty();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[stdout]\nenabled = false\n\n[serial]\ndevice = \"{}\"\nbaud = 9600\nformat = \"{format}\"\n\n[status]\ninterval_s = 0.5\n",
+        pty.slave_path
+    );
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &config_text(&samples(), &extra).replace("fps = 0", "fps = 5"),
+    );
+    let out = vigil_output(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Everything the daemon wrote is in the master's buffer now; read it without blocking.
+    let mut master = pty.master;
+    unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            libc::F_SETFL,
+            libc::O_NONBLOCK,
+        )
+    };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).expect("serial output is UTF-8")
+}
+
+#[test]
+fn serial_text_lines_carry_valid_checksums() {
+    let text = run_with_serial("text");
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    assert!(lines.len() >= 3, "events and status lines: {text:?}");
+    let (mut events, mut statuses) = (0, 0);
+    for line in &lines {
+        assert!(line.ends_with("\r\n"), "CRLF-terminated: {line:?}");
+        let line = line.trim_end();
+        let body = line
+            .strip_prefix('$')
+            .unwrap_or_else(|| panic!("starts with $: {line:?}"));
+        let (body, cs) = body.rsplit_once('*').expect("has *CS");
+        assert_eq!(cs.len(), 2);
+        assert_eq!(u8::from_str_radix(cs, 16).unwrap(), xor(body), "checksum of {line:?}");
+        let fields: Vec<&str> = body.split(',').collect();
+        match fields[0] {
+            "VGEVT" => {
+                events += 1;
+                assert_eq!(fields.len(), 6, "{line}");
+                fields[1].parse::<u64>().unwrap();
+                fields[2].parse::<u64>().unwrap();
+                assert!(fields[4] == "ON" || fields[4] == "OFF");
+                let score: f32 = fields[5].parse().unwrap();
+                assert!((0.0..=1.0).contains(&score));
+            }
+            "VGSTA" => {
+                statuses += 1;
+                assert_eq!(fields.len(), 8, "{line}");
+            }
+            other => panic!("unknown sentence {other}"),
+        }
+    }
+    assert!(events >= 2, "label changes were sent: {text}");
+    assert!(statuses >= 1, "status lines were sent: {text}");
+}
+
+#[test]
+fn serial_json_lines_parse() {
+    let text = run_with_serial("json");
+    let lines = json_lines(&text);
+    assert!(lines.iter().any(|v| v["type"] == "event" && v["state"] == "on"));
+    assert!(lines.iter().any(|v| v["type"] == "status"));
+}
