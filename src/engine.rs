@@ -66,6 +66,19 @@ pub trait InferenceWorker: Send {
     fn infer(&mut self, scores: &mut [f32]) -> Result<(), EngineError>;
 }
 
+/// One node of an optimised tract graph.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeSummary {
+    /// Node name (from the ONNX graph, with tract's suffixes).
+    pub name: String,
+    /// tract op name, e.g. `OptMatMul`, `Im2col`, `ConvHir`.
+    pub op: String,
+    /// Element type of the node's first output, e.g. `F32`, `I32`, `U8`.
+    pub output_type: String,
+    /// Element types of its inputs.
+    pub input_types: Vec<String>,
+}
+
 /// The tract engine: one optimised plan shared by all workers.
 pub struct TractEngine {
     plan: Arc<TypedRunnableModel>,
@@ -182,14 +195,37 @@ impl TractEngine {
         })
     }
 
-    /// The op names of the optimised graph, one per node, in evaluation order;
-    /// used to prove an INT8 model runs on integer kernels.
-    pub fn optimized_ops(&self) -> Vec<String> {
-        self.plan
-            .model()
-            .nodes()
-            .iter()
-            .map(|n| n.op().name().to_string())
+    /// The optimised graph, node by node in evaluation order: op name and the
+    /// element type of its first output. Used by `vigil inspect` and to prove an
+    /// INT8 model runs on integer kernels (integer matmuls, not float ones).
+    pub fn optimized_nodes(&self) -> Vec<NodeSummary> {
+        let model = self.plan.model();
+        model
+            .eval_order()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| {
+                let node = &model.nodes()[id];
+                NodeSummary {
+                    name: node.name.clone(),
+                    op: node.op().name().to_string(),
+                    output_type: node
+                        .outputs
+                        .first()
+                        .map(|o| format!("{:?}", o.fact.datum_type))
+                        .unwrap_or_default(),
+                    input_types: node
+                        .inputs
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "{:?}",
+                                model.outlet_fact(*i).map(|f| f.datum_type).unwrap_or(DatumType::Bool)
+                            )
+                        })
+                        .collect(),
+                }
+            })
             .collect()
     }
 

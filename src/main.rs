@@ -85,6 +85,22 @@ A label is shown as detected when its score reaches its `on` threshold. Exit cod
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Show a bundle's optimised tract graph: every node's op and types, and a count per op.
+    #[command(
+        after_help = "Example:\n  vigil inspect --model models/mobilenetv2-imagenet --variant int8\n\n\
+An INT8 model that runs on integer kernels shows OptMatMul nodes with I8/U8 inputs; one that tract runs in float shows only F32 matmuls."
+    )]
+    Inspect {
+        /// The model bundle directory.
+        #[arg(long, short)]
+        model: PathBuf,
+        /// Which model of the bundle to inspect.
+        #[arg(long, value_enum, default_value = "fp32")]
+        variant: VariantArg,
+        /// Print every node, not just the counts.
+        #[arg(long)]
+        nodes: bool,
+    },
     /// Measure per-stage times, end-to-end throughput, overhead over raw inference, worker scaling, memory and cold start.
     #[command(
         after_help = "Example:\n  vigil bench --model models/mobilenetv2-imagenet --images models/mobilenetv2-imagenet/samples --frames 200"
@@ -223,6 +239,32 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
                 }
             }
             Ok(if failed > 0 { EXIT_RUNTIME } else { EXIT_OK })
+        }
+        Command::Inspect { model, variant, nodes } => {
+            let bundle = Bundle::load(&model)?;
+            let engine = TractEngine::load(&bundle, variant.into())?;
+            println!("{}", engine.describe());
+            let graph = engine.optimized_nodes();
+            let mut counts = std::collections::BTreeMap::new();
+            for n in &graph {
+                if nodes {
+                    println!(
+                        "  {:<24} {:<40} {} -> {}",
+                        n.op,
+                        n.name,
+                        n.input_types.join(","),
+                        n.output_type
+                    );
+                }
+                *counts
+                    .entry(format!("{} ({} -> {})", n.op, n.input_types.join(","), n.output_type))
+                    .or_insert(0) += 1;
+            }
+            println!("{} nodes:", graph.len());
+            for (k, v) in counts {
+                println!("  {v:>4} x {k}");
+            }
+            Ok(EXIT_OK)
         }
         Command::Bench {
             model,
