@@ -32,17 +32,9 @@ pub struct Prepared {
 
 /// Merge a bundle's and (optionally) a config's thresholds into rules.
 pub fn rules_for(bundle: &Bundle, config: Option<&Config>) -> Result<Vec<LabelRule>, Error> {
-    let mut layers = vec![ThresholdsLayer {
-        spec: &bundle.thresholds,
-        file: &bundle.manifest,
-        prefix: "thresholds",
-    }];
+    let mut layers = vec![ThresholdsLayer { spec: &bundle.thresholds, file: &bundle.manifest, prefix: "thresholds" }];
     if let Some(c) = config {
-        layers.push(ThresholdsLayer {
-            spec: &c.thresholds,
-            file: &c.file,
-            prefix: "thresholds",
-        });
+        layers.push(ThresholdsLayer { spec: &c.thresholds, file: &c.file, prefix: "thresholds" });
     }
     Ok(thresholds::resolve(&bundle.labels, &layers)?)
 }
@@ -63,13 +55,7 @@ pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
             )?)
         }
     };
-    Ok(Prepared {
-        config,
-        bundle,
-        engine,
-        rules,
-        source,
-    })
+    Ok(Prepared { config, bundle, engine, rules, source })
 }
 
 impl Prepared {
@@ -80,11 +66,7 @@ impl Prepared {
             sinks.push(Box::new(StdoutSink::stdout(self.config.stdout.format)));
         }
         if let Some(s) = &self.config.serial {
-            sinks.push(Box::new(SerialSink::start(
-                s.device.get_ref(),
-                *s.baud.get_ref(),
-                s.format,
-            )));
+            sinks.push(Box::new(SerialSink::start(s.device.get_ref(), *s.baud.get_ref(), s.format)));
         }
         let status_interval = self.config.status_interval();
         let workers = *self.config.model.workers.get_ref();

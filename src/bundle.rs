@@ -247,23 +247,12 @@ impl Bundle {
             (None, Some(f)) => {
                 let path = existing(f, "labels_file")?;
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    file.error_at(
-                        f.span(),
-                        "labels_file",
-                        format!("cannot read `{}`: {e}", path.display()),
-                    )
+                    file.error_at(f.span(), "labels_file", format!("cannot read `{}`: {e}", path.display()))
                 })?;
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect()
+                text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
             }
             _ => {
-                return Err(file.error(
-                    None,
-                    "expected exactly one of `labels` (a list) or `labels_file` (a path)",
-                ));
+                return Err(file.error(None, "expected exactly one of `labels` (a list) or `labels_file` (a path)"));
             }
         };
         if labels.is_empty() {
@@ -314,10 +303,7 @@ fn check_input(file: &TomlFile, input: &InputSpec) -> Result<(), SettingsError> 
     if input.width == 0 || input.height == 0 || input.width > 8192 || input.height > 8192 {
         return Err(file.error(
             Some("input".into()),
-            format!(
-                "input size {}x{}: expected width and height from 1 to 8192",
-                input.width, input.height
-            ),
+            format!("input size {}x{}: expected width and height from 1 to 8192", input.width, input.height),
         ));
     }
     let channels = input.channels.count();
@@ -325,10 +311,7 @@ fn check_input(file: &TomlFile, input: &InputSpec) -> Result<(), SettingsError> 
         if !(values.is_empty() || values.len() == 1 || values.len() == channels) {
             return Err(file.error(
                 Some(key.into()),
-                format!(
-                    "{} values for {channels} channel(s): expected 1 or {channels}",
-                    values.len()
-                ),
+                format!("{} values for {channels} channel(s): expected 1 or {channels}", values.len()),
             ));
         }
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::decide::LabelRule;
-use crate::engine::InferenceWorker;
+use crate::engine::{InferenceWorker, InputTensor};
 use crate::frame::{Frame, PixelFormat};
 use crate::preprocess::Preprocessor;
 
@@ -47,18 +47,15 @@ pub struct Classifier<'a> {
     pub pre: Preprocessor,
     /// Runs the model.
     pub worker: Box<dyn InferenceWorker>,
+    /// The model input.
+    pub input: InputTensor,
 }
 
 impl Classifier<'_> {
     /// Classify one file; keep the `top_k` best scores (and all scores if `all_scores`).
     pub fn classify(&mut self, path: &Path, top_k: usize, all_scores: bool) -> ImageResult {
-        let mut result = ImageResult {
-            image: path.to_path_buf(),
-            error: None,
-            top: vec![],
-            detected: vec![],
-            scores: vec![],
-        };
+        let mut result =
+            ImageResult { image: path.to_path_buf(), error: None, top: vec![], detected: vec![], scores: vec![] };
         let mut frame = Frame::empty();
         frame.format = PixelFormat::Encoded;
         match std::fs::read(path) {
@@ -68,27 +65,20 @@ impl Classifier<'_> {
                 return result;
             }
         }
-        if let Err(e) = self.pre.run(&frame, self.worker.input_mut()) {
+        if let Err(e) = self.pre.run(&frame, self.input.as_mut_slice()) {
             result.error = Some(e.to_string());
             return result;
         }
         let mut scores = vec![0.0f32; self.labels.len()];
-        if let Err(e) = self.worker.infer(&mut scores) {
+        if let Err(e) = self.worker.infer(&mut self.input, &mut scores) {
             result.error = Some(e.to_string());
             return result;
         }
         let mut order: Vec<usize> = (0..scores.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-        let scored = |i: usize| Scored {
-            label: self.labels[i].clone(),
-            score: scores[i],
-        };
+        let scored = |i: usize| Scored { label: self.labels[i].clone(), score: scores[i] };
         result.top = order.iter().take(top_k).map(|&i| scored(i)).collect();
-        result.detected = order
-            .iter()
-            .filter(|&&i| scores[i] >= self.rules[i].on)
-            .map(|&i| scored(i))
-            .collect();
+        result.detected = order.iter().filter(|&&i| scores[i] >= self.rules[i].on).map(|&i| scored(i)).collect();
         if all_scores {
             result.scores = scores;
         }

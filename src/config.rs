@@ -74,10 +74,7 @@ pub struct StdoutSection {
 
 impl Default for StdoutSection {
     fn default() -> Self {
-        StdoutSection {
-            enabled: true,
-            format: LineFormat::Json,
-        }
+        StdoutSection { enabled: true, format: LineFormat::Json }
     }
 }
 
@@ -118,9 +115,7 @@ pub struct StatusSection {
 
 impl Default for StatusSection {
     fn default() -> Self {
-        StatusSection {
-            interval_s: default_interval(),
-        }
+        StatusSection { interval_s: default_interval() }
     }
 }
 
@@ -180,10 +175,7 @@ impl Config {
             return Err(file.error_at(
                 c.model.bundle.span(),
                 "model.bundle",
-                format!(
-                    "model bundle `{}` not found: expected a directory holding model.toml",
-                    bundle_dir.display()
-                ),
+                format!("model bundle `{}` not found: expected a directory holding model.toml", bundle_dir.display()),
             ));
         }
         let workers = *c.model.workers.get_ref();

@@ -82,23 +82,13 @@ impl Decider {
         debug_assert_eq!(scores.len(), self.states.len());
         for (label, ((state, rule), &score)) in self.states.iter_mut().zip(&self.rules).zip(scores).enumerate() {
             state.last_score = score;
-            let window_mask = if rule.window >= 64 {
-                u64::MAX
-            } else {
-                (1u64 << rule.window) - 1
-            };
+            let window_mask = if rule.window >= 64 { u64::MAX } else { (1u64 << rule.window) - 1 };
             state.history = (state.history << 1) | u64::from(score >= rule.on);
             if !state.on {
                 if (state.history & window_mask).count_ones() >= rule.min_frames {
                     state.on = true;
                     state.below_since_ms = None;
-                    events.push(Event {
-                        seq,
-                        t_ms,
-                        label,
-                        on: true,
-                        score,
-                    });
+                    events.push(Event { seq, t_ms, label, on: true, score });
                 }
             } else if score >= rule.off {
                 state.below_since_ms = None;
@@ -108,13 +98,7 @@ impl Decider {
                     state.on = false;
                     state.history = 0;
                     state.below_since_ms = None;
-                    events.push(Event {
-                        seq,
-                        t_ms,
-                        label,
-                        on: false,
-                        score,
-                    });
+                    events.push(Event { seq, t_ms, label, on: false, score });
                 }
             }
         }

@@ -48,22 +48,52 @@ pub enum EngineError {
     Run(String),
 }
 
-/// A loaded model that hands out workers.
+/// A loaded model that hands out workers and input tensors.
 pub trait InferenceEngine: Send + Sync {
-    /// A new worker with its own state and input buffer.
+    /// A new worker with its own run state.
     fn new_worker(&self) -> Result<Box<dyn InferenceWorker>, EngineError>;
+    /// A new input tensor of the model's shape. Tensors are pooled by the
+    /// pipeline: the preprocessor fills one, a worker runs it, it comes back.
+    fn new_input(&self) -> Result<InputTensor, EngineError>;
     /// One line for logs: model file, variant, input and output shapes.
     fn describe(&self) -> String;
 }
 
-/// Runs one frame at a time. Fill [`InferenceWorker::input_mut`], then call
-/// [`InferenceWorker::infer`].
+/// Runs one frame at a time.
 pub trait InferenceWorker: Send {
-    /// The input tensor's elements, in the manifest's layout.
-    fn input_mut(&mut self) -> &mut [f32];
-    /// Run the model on the current input and write one score per label
-    /// (after the manifest's activation) into `scores`.
-    fn infer(&mut self, scores: &mut [f32]) -> Result<(), EngineError>;
+    /// Run the model on `input` and write one score per label (after the
+    /// manifest's activation) into `scores`.
+    fn infer(&mut self, input: &mut InputTensor, scores: &mut [f32]) -> Result<(), EngineError>;
+}
+
+/// A model input: f32 elements in the manifest's shape and layout.
+///
+/// Kept in an `Arc` that tract borrows only for the length of a run, so it is
+/// exclusively ours again afterwards: filling it never allocates.
+#[derive(Debug, Clone)]
+pub struct InputTensor(Arc<Tensor>);
+
+impl InputTensor {
+    /// A zeroed tensor of `shape`.
+    pub fn zeros(shape: &[usize]) -> Result<InputTensor, EngineError> {
+        Tensor::zero::<f32>(shape).map(|t| InputTensor(Arc::new(t))).map_err(|e| EngineError::Run(format!("{e:#}")))
+    }
+
+    /// The elements, to be filled by the preprocessor.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        // tract keeps no reference after a run (0.23); if it ever did, copy rather than fail.
+        let tensor = Arc::make_mut(&mut self.0);
+        tensor
+            .to_plain_array_view_mut::<f32>()
+            .expect("input tensor is f32")
+            .into_slice()
+            .expect("input tensor is contiguous")
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[f32] {
+        self.0.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).expect("input tensor is plain f32")
+    }
 }
 
 /// One node of an optimised tract graph.
@@ -110,15 +140,9 @@ impl TractEngine {
         };
         let model = tract_onnx::onnx()
             .model_for_path(path)
-            .map_err(|e| EngineError::NotOnnx {
-                path: path.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| EngineError::NotOnnx { path: path.to_path_buf(), reason: format!("{e:#}") })?;
         if model.inputs.len() != 1 {
-            return Err(mismatch(format!(
-                "manifest describes 1 input, graph has {}",
-                model.inputs.len()
-            )));
+            return Err(mismatch(format!("manifest describes 1 input, graph has {}", model.inputs.len())));
         }
         if model.outputs.is_empty() {
             return Err(mismatch("graph has no output".into()));
@@ -130,10 +154,7 @@ impl TractEngine {
         };
         let declared = model
             .input_fact(0)
-            .map_err(|e| EngineError::Prepare {
-                path: path.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?
+            .map_err(|e| EngineError::Prepare { path: path.to_path_buf(), reason: format!("{e:#}") })?
             .clone();
         if let Some(dt) = declared.datum_type.concretize()
             && dt != f32::datum_type()
@@ -141,11 +162,8 @@ impl TractEngine {
             return Err(mismatch(format!("manifest input dtype is f32, graph input is {dt:?}")));
         }
         if let Some(dims) = declared.shape.concretize() {
-            let agrees = dims.len() == 4
-                && dims
-                    .iter()
-                    .zip(expected)
-                    .all(|(d, e)| d.as_i64().is_none_or(|d| d == e as i64));
+            let agrees =
+                dims.len() == 4 && dims.iter().zip(expected).all(|(d, e)| d.as_i64().is_none_or(|d| d == e as i64));
             if !agrees {
                 return Err(mismatch(format!(
                     "manifest input is {} ({layout}, {}x{}, {} channel(s)), graph input is {}",
@@ -157,22 +175,14 @@ impl TractEngine {
                 )));
             }
         }
-        let prepare = |e: TractError| EngineError::Prepare {
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        };
-        let optimized = model
-            .with_input_fact(0, f32::fact(expected).into())
-            .and_then(|m| m.into_optimized())
-            .map_err(prepare)?;
+        let prepare = |e: TractError| EngineError::Prepare { path: path.to_path_buf(), reason: format!("{e:#}") };
+        let optimized =
+            model.with_input_fact(0, f32::fact(expected).into()).and_then(|m| m.into_optimized()).map_err(prepare)?;
         let out_fact = optimized.output_fact(0).map_err(prepare)?;
         let out_dims: Vec<usize> = match out_fact.shape.as_concrete() {
             Some(d) => d.to_vec(),
             None => {
-                return Err(mismatch(format!(
-                    "graph output shape {:?} is not fixed",
-                    out_fact.shape
-                )));
+                return Err(mismatch(format!("graph output shape {:?} is not fixed", out_fact.shape)));
             }
         };
         let scores: usize = out_dims.iter().product();
@@ -209,19 +219,12 @@ impl TractEngine {
                 NodeSummary {
                     name: node.name.clone(),
                     op: node.op().name().to_string(),
-                    output_type: node
-                        .outputs
-                        .first()
-                        .map(|o| format!("{:?}", o.fact.datum_type))
-                        .unwrap_or_default(),
+                    output_type: node.outputs.first().map(|o| format!("{:?}", o.fact.datum_type)).unwrap_or_default(),
                     input_types: node
                         .inputs
                         .iter()
                         .map(|i| {
-                            format!(
-                                "{:?}",
-                                model.outlet_fact(*i).map(|f| f.datum_type).unwrap_or(DatumType::Bool)
-                            )
+                            format!("{:?}", model.outlet_fact(*i).map(|f| f.datum_type).unwrap_or(DatumType::Bool))
                         })
                         .collect(),
                 }
@@ -232,19 +235,17 @@ impl TractEngine {
     /// A worker with the concrete type (for benchmarks that avoid dynamic dispatch).
     pub fn tract_worker(&self) -> Result<TractWorker, EngineError> {
         let state = self.plan.spawn().map_err(|e| EngineError::Run(format!("{e:#}")))?;
-        let input = Tensor::zero::<f32>(&self.input_shape).map_err(|e| EngineError::Run(format!("{e:#}")))?;
-        Ok(TractWorker {
-            state,
-            input: Arc::new(input),
-            activation: self.activation,
-            labels: self.labels,
-        })
+        Ok(TractWorker { state, activation: self.activation, labels: self.labels })
     }
 }
 
 impl InferenceEngine for TractEngine {
     fn new_worker(&self) -> Result<Box<dyn InferenceWorker>, EngineError> {
         Ok(Box::new(self.tract_worker()?))
+    }
+
+    fn new_input(&self) -> Result<InputTensor, EngineError> {
+        InputTensor::zeros(&self.input_shape)
     }
 
     fn describe(&self) -> String {
@@ -258,44 +259,22 @@ impl InferenceEngine for TractEngine {
     }
 }
 
-/// A tract worker: its own state over the shared plan, and its own input tensor.
+/// A tract worker: its own state over the shared plan.
 pub struct TractWorker {
     state: TypedSimpleState,
-    // Shared with tract only for the duration of a run, so it is exclusively ours
-    // again when `input_mut` is called: no tensor is allocated per frame.
-    input: Arc<Tensor>,
     activation: Activation,
     labels: usize,
 }
 
 impl InferenceWorker for TractWorker {
-    fn input_mut(&mut self) -> &mut [f32] {
-        if Arc::get_mut(&mut self.input).is_none() {
-            // tract kept a reference (it never has in 0.23): fall back to a private copy.
-            self.input = Arc::new((*self.input).clone());
-        }
-        let tensor = Arc::get_mut(&mut self.input).expect("input tensor is exclusively owned");
-        tensor
-            .to_plain_array_view_mut::<f32>()
-            .expect("input tensor is f32")
-            .into_slice()
-            .expect("input tensor is contiguous")
-    }
-
-    fn infer(&mut self, scores: &mut [f32]) -> Result<(), EngineError> {
+    fn infer(&mut self, input: &mut InputTensor, scores: &mut [f32]) -> Result<(), EngineError> {
         let outputs = self
             .state
-            .run(tvec![TValue::from_const(Arc::clone(&self.input))])
+            .run(tvec![TValue::from_const(Arc::clone(&input.0))])
             .map_err(|e| EngineError::Run(format!("{e:#}")))?;
-        let out = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let out = outputs[0].to_plain_array_view::<f32>().map_err(|e| EngineError::Run(format!("{e:#}")))?;
         if out.len() != self.labels || scores.len() != self.labels {
-            return Err(EngineError::Run(format!(
-                "expected {} scores, got {}",
-                self.labels,
-                out.len()
-            )));
+            return Err(EngineError::Run(format!("expected {} scores, got {}", self.labels, out.len())));
         }
         for (s, &v) in scores.iter_mut().zip(out.iter()) {
             *s = v;

@@ -38,15 +38,7 @@ pub struct Frame {
 impl Frame {
     /// An empty frame, ready to be filled by a source.
     pub fn empty() -> Frame {
-        Frame {
-            seq: 0,
-            t_ms: 0,
-            format: PixelFormat::Encoded,
-            width: 0,
-            height: 0,
-            data: Vec::new(),
-            origin: None,
-        }
+        Frame { seq: 0, t_ms: 0, format: PixelFormat::Encoded, width: 0, height: 0, data: Vec::new(), origin: None }
     }
 
     /// A short description of the frame's origin for log lines.

@@ -86,10 +86,8 @@ A label is shown as detected when its score reaches its `on` threshold. Exit cod
         images: Vec<PathBuf>,
     },
     /// Show a bundle's optimised tract graph: every node's op and types, and a count per op.
-    #[command(
-        after_help = "Example:\n  vigil inspect --model models/mobilenetv2-imagenet --variant int8\n\n\
-An INT8 model that runs on integer kernels shows OptMatMul nodes with I8/U8 inputs; one that tract runs in float shows only F32 matmuls."
-    )]
+    #[command(after_help = "Example:\n  vigil inspect --model models/mobilenetv2-imagenet --variant int8\n\n\
+An INT8 model that runs on integer kernels shows OptMatMul nodes with I8/U8 inputs; one that tract runs in float shows only F32 matmuls.")]
     Inspect {
         /// The model bundle directory.
         #[arg(long, short)]
@@ -149,8 +147,7 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             log::info!("model: {}", prepared.engine.describe());
             log::info!("source: {}", prepared.source.describe());
             let stop = StopFlag::new();
-            stop.register_signals()
-                .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
+            stop.register_signals().map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
             let summary = prepared.into_pipeline(stop.clone(), process_start).run()?;
             let c = summary.counters;
             log::info!(
@@ -190,14 +187,7 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             }
             Ok(EXIT_OK)
         }
-        Command::Classify {
-            model,
-            variant,
-            top,
-            json,
-            all_scores,
-            images,
-        } => {
+        Command::Classify { model, variant, top, json, all_scores, images } => {
             let bundle = Bundle::load(&model)?;
             let rules = vigil::app::rules_for(&bundle, None)?;
             let engine = TractEngine::load(&bundle, variant.into())?;
@@ -206,6 +196,7 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
                 rules: &rules,
                 pre: Preprocessor::new(&bundle.input),
                 worker: engine.new_worker()?,
+                input: engine.new_input()?,
             };
             let mut failed = 0;
             for path in &images {
@@ -220,11 +211,7 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
                     println!("{}", path.display());
                     for (rank, s) in r.top.iter().enumerate() {
                         let on = rules[bundle.labels.iter().position(|l| *l == s.label).unwrap_or(0)].on;
-                        let decision = if s.score >= on {
-                            format!("DETECTED (on >= {on})")
-                        } else {
-                            String::new()
-                        };
+                        let decision = if s.score >= on { format!("DETECTED (on >= {on})") } else { String::new() };
                         println!("  {:>2}. {:<32} {:.4}  {decision}", rank + 1, s.label, s.score);
                     }
                     let others: Vec<&str> = r
@@ -248,17 +235,9 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             let mut counts = std::collections::BTreeMap::new();
             for n in &graph {
                 if nodes {
-                    println!(
-                        "  {:<24} {:<40} {} -> {}",
-                        n.op,
-                        n.name,
-                        n.input_types.join(","),
-                        n.output_type
-                    );
+                    println!("  {:<24} {:<40} {} -> {}", n.op, n.name, n.input_types.join(","), n.output_type);
                 }
-                *counts
-                    .entry(format!("{} ({} -> {})", n.op, n.input_types.join(","), n.output_type))
-                    .or_insert(0) += 1;
+                *counts.entry(format!("{} ({} -> {})", n.op, n.input_types.join(","), n.output_type)).or_insert(0) += 1;
             }
             println!("{} nodes:", graph.len());
             for (k, v) in counts {
@@ -266,25 +245,12 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             }
             Ok(EXIT_OK)
         }
-        Command::Bench {
-            model,
-            variant,
-            images,
-            frames,
-            workers,
-            json,
-        } => {
+        Command::Bench { model, variant, images, frames, workers, json } => {
             if workers.is_empty() || workers.contains(&0) {
                 log::error!("--workers: expected worker counts of 1 or more, e.g. 1,2");
                 return Ok(EXIT_CONFIG);
             }
-            let opts = vigil::bench::BenchOptions {
-                bundle: model,
-                variant: variant.into(),
-                images,
-                frames,
-                workers,
-            };
+            let opts = vigil::bench::BenchOptions { bundle: model, variant: variant.into(), images, frames, workers };
             let report = vigil::bench::run(&opts, process_start)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

@@ -1,16 +1,19 @@
 //! Wires the stages together and runs them on threads.
 //!
 //! ```text
-//! source thread ──Frame──▶ worker threads (preprocess + infer) ──Done──▶ decide thread (caller)
-//!      ▲                         │  ▲                                       │
-//!      └──── free Frames ◀───────┘  └──────── free score buffers ◀─────────┘
+//! source ──Frame──▶ prepare ──Job──▶ infer-0..N ──Done──▶ decide (caller's thread) ──▶ sinks
+//!   ▲                 │  ▲             │  ▲                   │
+//!   └── free Frames ──┘  └─ free input ┘  └─ free score bufs ─┘
 //! ```
-//! Frames and score buffers circulate in fixed pools, so a warm pipeline
-//! allocates none. Workers take frames in sequence order; the decide thread
-//! puts their results back in order in a ring before deciding, so decisions
-//! are made in frame order whatever the number of workers. A worker takes a
-//! score buffer *before* it takes a frame, which bounds how far results can
-//! run ahead of the oldest undecided frame (and so the ring) by the pool size.
+//! Frames, input tensors and score buffers circulate in fixed pools, so a warm
+//! pipeline allocates none. One `prepare` thread decodes, resizes and
+//! normalises while the workers infer, so preprocessing overlaps inference.
+//! Jobs leave `prepare` in sequence order (a dropped frame travels on as a
+//! `Job::Dropped` marker); the decide thread puts the workers' results back in
+//! order in a ring before deciding, so decisions are made in frame order
+//! whatever the number of workers. A worker takes a score buffer *before* it
+//! takes a job, which bounds how far results can run ahead of the oldest
+//! undecided frame (and so the ring) by the score pool's size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +23,7 @@ use crossbeam_channel::{RecvTimeoutError, bounded};
 
 use crate::bundle::InputSpec;
 use crate::decide::{Decider, Event};
-use crate::engine::{EngineError, InferenceEngine, InferenceWorker};
+use crate::engine::{EngineError, InferenceEngine, InferenceWorker, InputTensor};
 use crate::frame::Frame;
 use crate::preprocess::Preprocessor;
 use crate::protocol::{EventLine, StatusLine};
@@ -78,6 +81,12 @@ enum Dropped {
     Stopping,
 }
 
+/// A frame ready for a worker (or the news that it was dropped), in sequence order.
+enum Job {
+    Ready { seq: u64, t_ms: u64, input: InputTensor, times: StageTimes },
+    Dropped { seq: u64, t_ms: u64, why: Dropped },
+}
+
 /// One frame's result, travelling from a worker to the decide thread.
 struct Done {
     seq: u64,
@@ -97,11 +106,7 @@ pub struct LogLimiter {
 impl LogLimiter {
     /// A limiter allowing one line per `period`.
     pub fn new(period: Duration) -> LogLimiter {
-        LogLimiter {
-            period,
-            last: None,
-            suppressed: 0,
-        }
+        LogLimiter { period, last: None, suppressed: 0 }
     }
 
     /// Log `msg` at warn level unless one was logged within the period.
@@ -124,29 +129,31 @@ impl LogLimiter {
 impl Pipeline {
     /// Run until the source ends or `stop` is raised; then flush the sinks.
     pub fn run(self) -> Result<RunSummary, EngineError> {
-        let Pipeline {
-            mut source,
-            engine,
-            input,
-            mut decider,
-            mut sinks,
-            workers,
-            status_interval,
-            stop,
-            started,
-        } = self;
+        let Pipeline { mut source, engine, input, mut decider, mut sinks, workers, status_interval, stop, started } =
+            self;
         let workers = workers.max(1);
-        let pool = workers * 2 + 1;
+        // Sizes: the source and `prepare` may each run a frame ahead; every worker can hold
+        // a tensor while `prepare` fills more; score buffers bound the reorder ring.
+        let frame_pool = 3;
+        let input_pool = workers + 2;
+        let score_pool = workers * 2 + 1;
         let mut engine_workers: Vec<Box<dyn InferenceWorker>> =
             (0..workers).map(|_| engine.new_worker()).collect::<Result<_, _>>()?;
         let labels = decider.labels().len();
 
-        let (work_tx, work_rx) = bounded::<Frame>(pool);
-        let (free_tx, free_rx) = bounded::<Frame>(pool);
-        let (scores_tx, scores_rx) = bounded::<Vec<f32>>(pool);
-        let (done_tx, done_rx) = bounded::<Done>(pool);
-        for _ in 0..pool {
-            free_tx.send(Frame::empty()).expect("pool channel has room");
+        let (frame_tx, frame_rx) = bounded::<Frame>(frame_pool);
+        let (free_frame_tx, free_frame_rx) = bounded::<Frame>(frame_pool);
+        let (job_tx, job_rx) = bounded::<Job>(input_pool);
+        let (free_input_tx, free_input_rx) = bounded::<InputTensor>(input_pool);
+        let (scores_tx, scores_rx) = bounded::<Vec<f32>>(score_pool);
+        let (done_tx, done_rx) = bounded::<Done>(score_pool);
+        for _ in 0..frame_pool {
+            free_frame_tx.send(Frame::empty()).expect("pool channel has room");
+        }
+        for _ in 0..input_pool {
+            free_input_tx.send(engine.new_input()?).expect("pool channel has room");
+        }
+        for _ in 0..score_pool {
             scores_tx.send(vec![0.0; labels]).expect("pool channel has room");
         }
         let source_dropped = Arc::new(AtomicU64::new(0));
@@ -159,7 +166,7 @@ impl Pipeline {
                     .name("source".into())
                     .spawn_scoped(scope, move || {
                         let mut seq = 0u64;
-                        while let Ok(mut frame) = free_rx.recv() {
+                        while let Ok(mut frame) = free_frame_rx.recv() {
                             loop {
                                 match source.next_frame(&mut frame, &stop) {
                                     Next::Frame => break,
@@ -171,60 +178,85 @@ impl Pipeline {
                             }
                             frame.seq = seq;
                             seq += 1;
-                            if work_tx.send(frame).is_err() {
+                            if frame_tx.send(frame).is_err() {
                                 return;
                             }
                         }
                     })
                     .expect("spawn source thread");
             }
-            for (i, mut worker) in engine_workers.drain(..).enumerate() {
-                let (work_rx, free_tx, scores_rx, done_tx) =
-                    (work_rx.clone(), free_tx.clone(), scores_rx.clone(), done_tx.clone());
-                let (input, stop) = (input.clone(), stop.clone());
+            {
+                let (stop, free_input_tx) = (stop.clone(), free_input_tx.clone());
+                let input = &input;
                 std::thread::Builder::new()
-                    .name(format!("infer-{i}"))
+                    .name("prepare".into())
                     .spawn_scoped(scope, move || {
-                        let mut pre = Preprocessor::new(&input);
+                        let mut pre = Preprocessor::new(input);
                         let mut corrupt_log = LogLimiter::new(Duration::from_secs(5));
-                        let mut engine_log = LogLimiter::new(Duration::from_secs(5));
-                        // Take a score buffer before a frame: see the module comment.
-                        while let Ok(mut scores) = scores_rx.recv() {
-                            let Ok(frame) = work_rx.recv() else { return };
-                            let mut times = StageTimes::default();
-                            let result = if stop.is_stopped() {
-                                Err(Dropped::Stopping)
+                        while let Ok(frame) = frame_rx.recv() {
+                            let (seq, t_ms) = (frame.seq, frame.t_ms);
+                            let job = if stop.is_stopped() {
+                                Job::Dropped { seq, t_ms, why: Dropped::Stopping }
                             } else {
-                                match pre.run(&frame, worker.input_mut()) {
+                                let Ok(mut tensor) = free_input_rx.recv() else { return };
+                                match pre.run(&frame, tensor.as_mut_slice()) {
+                                    Ok(pt) => {
+                                        let times = StageTimes {
+                                            decode: pt.decode,
+                                            prepare: pt.prepare,
+                                            ..StageTimes::default()
+                                        };
+                                        Job::Ready { seq, t_ms, input: tensor, times }
+                                    }
                                     Err(e) => {
                                         corrupt_log.warn(format_args!(
-                                            "frame {} ({}) dropped: {e}",
-                                            frame.seq,
+                                            "frame {seq} ({}) dropped: {e}",
                                             frame.origin_display()
                                         ));
-                                        Err(Dropped::Corrupt)
-                                    }
-                                    Ok(pt) => {
-                                        times.decode = pt.decode;
-                                        times.prepare = pt.prepare;
-                                        let t0 = Instant::now();
-                                        let r = worker.infer(&mut scores);
-                                        times.infer = t0.elapsed();
-                                        r.map_err(|e| {
-                                            engine_log.warn(format_args!("frame {} dropped: {e}", frame.seq));
-                                            Dropped::Engine
-                                        })
+                                        let _ = free_input_tx.send(tensor);
+                                        Job::Dropped { seq, t_ms, why: Dropped::Corrupt }
                                     }
                                 }
                             };
-                            let done = Done {
-                                seq: frame.seq,
-                                t_ms: frame.t_ms,
-                                scores,
-                                result,
-                                times,
+                            let _ = free_frame_tx.send(frame);
+                            if job_tx.send(job).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawn prepare thread");
+            }
+            for (i, mut worker) in engine_workers.drain(..).enumerate() {
+                let (job_rx, free_input_tx, scores_rx, done_tx) =
+                    (job_rx.clone(), free_input_tx.clone(), scores_rx.clone(), done_tx.clone());
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("infer-{i}"))
+                    .spawn_scoped(scope, move || {
+                        let mut engine_log = LogLimiter::new(Duration::from_secs(5));
+                        // Take a score buffer before a job: see the module comment.
+                        while let Ok(mut scores) = scores_rx.recv() {
+                            let Ok(job) = job_rx.recv() else { return };
+                            let done = match job {
+                                Job::Dropped { seq, t_ms, why } => {
+                                    Done { seq, t_ms, scores, result: Err(why), times: StageTimes::default() }
+                                }
+                                Job::Ready { seq, t_ms, mut input, mut times } => {
+                                    let result = if stop.is_stopped() {
+                                        Err(Dropped::Stopping)
+                                    } else {
+                                        let t0 = Instant::now();
+                                        let r = worker.infer(&mut input, &mut scores);
+                                        times.infer = t0.elapsed();
+                                        r.map_err(|e| {
+                                            engine_log.warn(format_args!("frame {seq} dropped: {e}"));
+                                            Dropped::Engine
+                                        })
+                                    };
+                                    let _ = free_input_tx.send(input);
+                                    Done { seq, t_ms, scores, result, times }
+                                }
                             };
-                            let _ = free_tx.send(frame);
                             if done_tx.send(done).is_err() {
                                 return;
                             }
@@ -232,10 +264,10 @@ impl Pipeline {
                     })
                     .expect("spawn inference worker");
             }
-            drop((work_rx, free_tx, scores_rx, done_tx));
+            drop((job_rx, free_input_tx, scores_rx, done_tx));
 
             let mut decide = DecideLoop {
-                ring: (0..pool).map(|_| None).collect(),
+                ring: (0..score_pool).map(|_| None).collect(),
                 next_seq: 0,
                 events: Vec::with_capacity(labels),
                 latencies: LatencyRing::default(),
@@ -249,9 +281,8 @@ impl Pipeline {
             let mut status_due = status_interval.map(|i| Instant::now() + i);
             let mut frames_at_status = (0u64, Instant::now());
             loop {
-                let wait = status_due.map_or(Duration::from_millis(200), |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
+                let wait =
+                    status_due.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
                 match done_rx.recv_timeout(wait) {
                     Ok(done) => {
                         let slot = done.seq as usize % decide.ring.len();

@@ -3,7 +3,7 @@
 //! `$VGxxx,field,...*CS` whose checksum `CS` is the XOR of every byte between
 //! `$` and `*`, as two upper-case hex digits.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -80,24 +80,25 @@ pub fn checksum(body: &[u8]) -> u8 {
     body.iter().fold(0, |acc, b| acc ^ b)
 }
 
-/// Replace the characters the text form reserves (`$ * ,` and controls) in a label.
-fn push_field(out: &mut String, s: &str) {
-    out.extend(s.chars().map(|c| {
-        if matches!(c, '$' | '*' | ',' | ';') || c.is_control() {
-            '_'
-        } else {
-            c
-        }
-    }));
+/// Replace the characters the text form reserves (`$ * , ;` and controls) in a label.
+fn push_field(out: &mut Vec<u8>, s: &str) {
+    let mut utf8 = [0u8; 4];
+    for c in s.chars() {
+        let c = if matches!(c, '$' | '*' | ',' | ';') || c.is_control() { '_' } else { c };
+        out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+    }
 }
 
-fn finish_text(out: &mut String, start: usize) {
-    let cs = checksum(&out.as_bytes()[start + 1..]);
+fn finish_text(out: &mut Vec<u8>, start: usize) {
+    let cs = checksum(&out[start + 1..]);
     let _ = write!(out, "*{cs:02X}\r\n");
 }
 
+// Lines are built in a caller-owned byte buffer (writing to a Vec cannot fail),
+// so formatting allocates nothing once the buffer has grown to a line's size.
+
 /// Append one event line (with its line ending) to `out`.
-pub fn write_event(out: &mut String, format: LineFormat, e: &EventLine<'_>) {
+pub fn write_event(out: &mut Vec<u8>, format: LineFormat, e: &EventLine<'_>) {
     match format {
         LineFormat::Json => {
             let j = JsonEvent {
@@ -108,9 +109,8 @@ pub fn write_event(out: &mut String, format: LineFormat, e: &EventLine<'_>) {
                 state: state_word(e.on),
                 score: round4(e.score),
             };
-            // Serialising plain fields into a String cannot fail.
-            out.push_str(&serde_json::to_string(&j).unwrap_or_default());
-            out.push('\n');
+            let _ = serde_json::to_writer(&mut *out, &j);
+            out.push(b'\n');
         }
         LineFormat::Text => {
             let start = out.len();
@@ -123,17 +123,11 @@ pub fn write_event(out: &mut String, format: LineFormat, e: &EventLine<'_>) {
 }
 
 /// Append one status line (with its line ending) to `out`.
-pub fn write_status(out: &mut String, format: LineFormat, s: &StatusLine<'_>) {
+pub fn write_status(out: &mut Vec<u8>, format: LineFormat, s: &StatusLine<'_>) {
     match format {
         LineFormat::Json => {
-            out.push_str(
-                &serde_json::to_string(&JsonStatus {
-                    kind: "status",
-                    status: s,
-                })
-                .unwrap_or_default(),
-            );
-            out.push('\n');
+            let _ = serde_json::to_writer(&mut *out, &JsonStatus { kind: "status", status: s });
+            out.push(b'\n');
         }
         LineFormat::Text => {
             let start = out.len();
@@ -144,7 +138,7 @@ pub fn write_status(out: &mut String, format: LineFormat, s: &StatusLine<'_>) {
             );
             for (i, l) in s.labels_on.iter().enumerate() {
                 if i > 0 {
-                    out.push(';');
+                    out.push(b';');
                 }
                 push_field(out, l);
             }
@@ -196,15 +190,10 @@ mod tests {
 
     #[test]
     fn text_event_round_trips_with_checksum() {
-        let mut s = String::new();
-        let e = EventLine {
-            seq: 7,
-            t_ms: 1400,
-            label: "traffic light",
-            on: true,
-            score: 0.91234,
-        };
+        let mut s = Vec::new();
+        let e = EventLine { seq: 7, t_ms: 1400, label: "traffic light", on: true, score: 0.91234 };
         write_event(&mut s, LineFormat::Text, &e);
+        let s = String::from_utf8(s).unwrap();
         assert!(s.starts_with("$VGEVT,7,1400,traffic light,ON,0.9123*"));
         assert!(s.ends_with("\r\n"));
         let fields = parse_text_line(&s).unwrap();
@@ -216,16 +205,10 @@ mod tests {
 
     #[test]
     fn reserved_characters_in_labels_are_replaced() {
-        let mut s = String::new();
-        let e = EventLine {
-            seq: 1,
-            t_ms: 0,
-            label: "a,b*c$d",
-            on: false,
-            score: 0.0,
-        };
+        let mut s = Vec::new();
+        let e = EventLine { seq: 1, t_ms: 0, label: "a,b*c$d;é", on: false, score: 0.0 };
         write_event(&mut s, LineFormat::Text, &e);
-        assert_eq!(parse_text_line(&s).unwrap()[3], "a_b_c_d");
+        assert_eq!(parse_text_line(std::str::from_utf8(&s).unwrap()).unwrap()[3], "a_b_c_d_é");
     }
 
     #[test]
@@ -236,7 +219,7 @@ mod tests {
 
     #[test]
     fn json_status_has_type_and_fields() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         let labels = ["cat"];
         let st = StatusLine {
             uptime_s: 1.5,
@@ -248,7 +231,7 @@ mod tests {
             labels_on: &labels,
         };
         write_status(&mut s, LineFormat::Json, &st);
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&s).unwrap();
         assert_eq!(v["type"], "status");
         assert_eq!(v["labels_on"][0], "cat");
         assert_eq!(v["dropped"], 1);

@@ -72,48 +72,28 @@ struct Field<'a, T> {
 
 impl<'a, T: Copy> Field<'a, T> {
     fn builtin(value: T, name: &str) -> Self {
-        Field {
-            value,
-            origin: Origin {
-                file: None,
-                span: 0..0,
-                key: format!("(built-in default {name})"),
-            },
-        }
+        Field { value, origin: Origin { file: None, span: 0..0, key: format!("(built-in default {name})") } }
     }
 
     fn take(&mut self, from: &Option<Spanned<T>>, file: &'a TomlFile, key: String) {
         if let Some(s) = from {
             self.value = *s.get_ref();
-            self.origin = Origin {
-                file: Some(file),
-                span: s.span(),
-                key,
-            };
+            self.origin = Origin { file: Some(file), span: s.span(), key };
         }
     }
 
     fn error(&self, message: String) -> SettingsError {
         match self.origin.file {
             Some(f) => f.error_at(self.origin.span.clone(), self.origin.key.clone(), message),
-            None => SettingsError {
-                file: "(built-in)".into(),
-                position: None,
-                key: Some(self.origin.key.clone()),
-                message,
-            },
+            None => {
+                SettingsError { file: "(built-in)".into(), position: None, key: Some(self.origin.key.clone()), message }
+            }
         }
     }
 }
 
 /// Built-in rule: 0.5 on, 0.4 off, switch on at the first frame, off at the first frame below.
-pub const BUILTIN: LabelRule = LabelRule {
-    on: 0.5,
-    off: 0.4,
-    min_frames: 1,
-    window: 1,
-    hold_ms: 0,
-};
+pub const BUILTIN: LabelRule = LabelRule { on: 0.5, off: 0.4, min_frames: 1, window: 1, hold_ms: 0 };
 
 /// Merge `layers` (in the documented precedence order: general layers first)
 /// into one validated rule per label.
@@ -145,15 +125,10 @@ pub fn resolve(labels: &[String], layers: &[ThresholdsLayer<'_>]) -> Result<Vec<
             let mut min_frames = Field::builtin(BUILTIN.min_frames, "min_frames");
             let mut window: Option<Field<u32>> = None;
             let mut hold_ms = Field::builtin(BUILTIN.hold_ms, "hold_ms");
-            let defaults = layers
+            let defaults = layers.iter().map(|l| (l, &l.spec.default, format!("{}.default", l.prefix)));
+            let specific = layers
                 .iter()
-                .map(|l| (l, &l.spec.default, format!("{}.default", l.prefix)));
-            let specific = layers.iter().filter_map(|l| {
-                l.spec
-                    .labels
-                    .get(label)
-                    .map(|r| (l, r, format!("{}.labels.{label}", l.prefix)))
-            });
+                .filter_map(|l| l.spec.labels.get(label).map(|r| (l, r, format!("{}.labels.{label}", l.prefix))));
             for (layer, rule, key) in defaults.chain(specific) {
                 on.take(&rule.on, layer.file, format!("{key}.on"));
                 off.take(&rule.off, layer.file, format!("{key}.off"));
@@ -166,10 +141,9 @@ pub fn resolve(labels: &[String], layers: &[ThresholdsLayer<'_>]) -> Result<Vec<
             }
             for f in [&on, &off] {
                 if !(0.0..=1.0).contains(&f.value) {
-                    return Err(f.error(format!(
-                        "threshold {} is outside [0, 1]: expected a score between 0 and 1",
-                        f.value
-                    )));
+                    return Err(
+                        f.error(format!("threshold {} is outside [0, 1]: expected a score between 0 and 1", f.value))
+                    );
                 }
             }
             if off.value > on.value {

@@ -53,10 +53,7 @@ impl TomlFile {
             key: None,
             message: format!("cannot read file: {e}"),
         })?;
-        Ok(TomlFile {
-            path: path.to_path_buf(),
-            text,
-        })
+        Ok(TomlFile { path: path.to_path_buf(), text })
     }
 
     /// Deserialize the whole file into `T`. Unknown keys (with
@@ -92,33 +89,21 @@ impl TomlFile {
 
     /// An error about the file as a whole, or a key that has no position.
     pub fn error(&self, key: Option<String>, message: impl Into<String>) -> SettingsError {
-        SettingsError {
-            file: self.path.clone(),
-            position: None,
-            key,
-            message: message.into(),
-        }
+        SettingsError { file: self.path.clone(), position: None, key, message: message.into() }
     }
 
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
-        let col = before
-            .rfind('\n')
-            .map_or(before.chars().count(), |nl| before[nl + 1..].chars().count())
-            + 1;
+        let col = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
         (line, col)
     }
 
     /// Resolve a path written in this file relative to the file's own folder.
     pub fn resolve(&self, written: &str) -> PathBuf {
         let p = Path::new(written);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.path.parent().unwrap_or(Path::new(".")).join(p)
-        }
+        if p.is_absolute() { p.to_path_buf() } else { self.path.parent().unwrap_or(Path::new(".")).join(p) }
     }
 }
 
@@ -128,10 +113,7 @@ mod tests {
 
     #[test]
     fn line_col_counts_from_one() {
-        let f = TomlFile {
-            path: "x.toml".into(),
-            text: "a = 1\nbc = 2\n".into(),
-        };
+        let f = TomlFile { path: "x.toml".into(), text: "a = 1\nbc = 2\n".into() };
         assert_eq!(f.line_col(0), (1, 1));
         assert_eq!(f.line_col(6), (2, 1));
         assert_eq!(f.line_col(11), (2, 6));

@@ -27,9 +27,7 @@ fn config_text(source_path: &Path, extra: &str) -> String {
 }
 
 fn json_lines(out: &str) -> Vec<Value> {
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect()
 }
 
 // ---------------------------------------------------------------- config errors
@@ -63,22 +61,13 @@ fn wrong_type_is_refused_with_key_path() {
 #[test]
 fn threshold_outside_unit_interval_is_refused() {
     let text = config_text(&samples(), "[thresholds.labels.tabby]\non = 1.5\n");
-    refused(
-        &text,
-        &["bad.toml:11:6", "thresholds.labels.tabby.on", "outside [0, 1]"],
-    );
+    refused(&text, &["bad.toml:11:6", "thresholds.labels.tabby.on", "outside [0, 1]"]);
 }
 
 #[test]
 fn off_above_on_is_refused() {
     let text = config_text(&samples(), "[thresholds]\ndefault = { on = 0.4, off = 0.6 }\n");
-    refused(
-        &text,
-        &[
-            "thresholds.default.off",
-            "off threshold 0.6 is above its on threshold 0.4",
-        ],
-    );
+    refused(&text, &["thresholds.default.off", "off threshold 0.6 is above its on threshold 0.4"]);
 }
 
 #[test]
@@ -104,11 +93,7 @@ fn toml_syntax_error_is_refused() {
 fn missing_config_file_is_refused() {
     let out = vigil_output(&["run", "--config", "/nonexistent/vigil.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("/nonexistent/vigil.toml: cannot read file"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/nonexistent/vigil.toml: cannot read file"), "{}", stderr(&out));
 }
 
 #[test]
@@ -149,30 +134,20 @@ fn manifest_disagreeing_with_model_is_refused_naming_both() {
     let out = vigil_output(&["classify", "--model", b.to_str().unwrap(), img.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("[1, 3, 224, 256]") && err.contains("[1, 3, 224, 224]"),
-        "both shapes named: {err}"
-    );
+    assert!(err.contains("[1, 3, 224, 256]") && err.contains("[1, 3, 224, 224]"), "both shapes named: {err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let b = bundle_with(dir.path(), |m| {
-        m.replace("labels_file = \"labels.txt\"", "labels = [\"cat\", \"dog\"]")
-    });
+    let b = bundle_with(dir.path(), |m| m.replace("labels_file = \"labels.txt\"", "labels = [\"cat\", \"dog\"]"));
     let out = vigil_output(&["classify", "--model", b.to_str().unwrap(), img.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("manifest lists 2 labels") && err.contains("1000 scores"),
-        "{err}"
-    );
+    assert!(err.contains("manifest lists 2 labels") && err.contains("1000 scores"), "{err}");
 }
 
 #[test]
 fn non_onnx_model_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let b = bundle_with(dir.path(), |m| {
-        m.replace("model = \"model.onnx\"", "model = \"garbage.onnx\"")
-    });
+    let b = bundle_with(dir.path(), |m| m.replace("model = \"model.onnx\"", "model = \"garbage.onnx\""));
     std::fs::write(b.join("garbage.onnx"), b"this is not a protobuf, just text\n").unwrap();
     let img = samples().join(first_sample());
     let out = vigil_output(&["classify", "--model", b.to_str().unwrap(), img.to_str().unwrap()]);
@@ -205,20 +180,12 @@ fn corrupt_and_truncated_frames_are_dropped_and_counted() {
     std::fs::write(frames.join("c_garbage.png"), b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
     std::fs::write(frames.join("d_empty.jpg"), b"").unwrap();
     std::fs::write(frames.join("e_good.jpg"), &good).unwrap();
-    let cfg = write(
-        dir.path(),
-        "c.toml",
-        &config_text(&frames, "[status]\ninterval_s = 60\n"),
-    );
+    let cfg = write(dir.path(), "c.toml", &config_text(&frames, "[status]\ninterval_s = 60\n"));
     let out = vigil_output(&["run", "--config", cfg.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let lines = json_lines(&stdout(&out));
-    let status = lines
-        .iter()
-        .rev()
-        .find(|v| v["type"] == "status")
-        .expect("final status line");
+    let status = lines.iter().rev().find(|v| v["type"] == "status").expect("final status line");
     assert_eq!(status["frames"], 2, "two good frames decided: {status}");
     assert_eq!(status["dropped"], 3, "three bad frames dropped: {status}");
     assert!(err.contains("dropped"), "drops are logged: {err}");
@@ -282,9 +249,7 @@ fn openpty() -> Pty {
     let (mut m, mut s) = (0, 0);
     let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(rc, 0, "openpty");
-    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
-        .to_string_lossy()
-        .into_owned();
+    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }.to_string_lossy().into_owned();
     Pty {
         master: unsafe { std::fs::File::from_raw_fd(m) },
         _slave: unsafe { OwnedFd::from_raw_fd(s) },
@@ -304,22 +269,12 @@ fn run_with_serial(format: &str) -> String {
         "[stdout]\nenabled = false\n\n[serial]\ndevice = \"{}\"\nbaud = 9600\nformat = \"{format}\"\n\n[status]\ninterval_s = 0.5\n",
         pty.slave_path
     );
-    let cfg = write(
-        dir.path(),
-        "c.toml",
-        &config_text(&samples(), &extra).replace("fps = 0", "fps = 5"),
-    );
+    let cfg = write(dir.path(), "c.toml", &config_text(&samples(), &extra).replace("fps = 0", "fps = 5"));
     let out = vigil_output(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Everything the daemon wrote is in the master's buffer now; read it without blocking.
     let mut master = pty.master;
-    unsafe {
-        libc::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&master),
-            libc::F_SETFL,
-            libc::O_NONBLOCK,
-        )
-    };
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = master.read(&mut buf) {
@@ -340,9 +295,7 @@ fn serial_text_lines_carry_valid_checksums() {
     for line in &lines {
         assert!(line.ends_with("\r\n"), "CRLF-terminated: {line:?}");
         let line = line.trim_end();
-        let body = line
-            .strip_prefix('$')
-            .unwrap_or_else(|| panic!("starts with $: {line:?}"));
+        let body = line.strip_prefix('$').unwrap_or_else(|| panic!("starts with $: {line:?}"));
         let (body, cs) = body.rsplit_once('*').expect("has *CS");
         assert_eq!(cs.len(), 2);
         assert_eq!(u8::from_str_radix(cs, 16).unwrap(), xor(body), "checksum of {line:?}");

@@ -6,13 +6,7 @@ use std::sync::Arc;
 use vigil::decide::{Decider, Event, LabelRule};
 
 fn rule(on: f32, off: f32, min_frames: u32, window: u32, hold_ms: u64) -> LabelRule {
-    LabelRule {
-        on,
-        off,
-        min_frames,
-        window,
-        hold_ms,
-    }
+    LabelRule { on, off, min_frames, window, hold_ms }
 }
 
 /// Feed one label a score sequence at 100 ms per frame; return (frame index, on?) per event.
@@ -29,10 +23,7 @@ fn run(rule: LabelRule, scores: &[f32]) -> Vec<(u64, bool)> {
 fn single_frame_rule_follows_thresholds_with_hysteresis() {
     // on at 0.6, off below 0.4: 0.5 neither switches on nor off.
     let r = rule(0.6, 0.4, 1, 1, 0);
-    assert_eq!(
-        run(r, &[0.5, 0.6, 0.5, 0.41, 0.4, 0.39, 0.5, 0.59, 0.61]),
-        vec![(1, true), (5, false), (8, true)]
-    );
+    assert_eq!(run(r, &[0.5, 0.6, 0.5, 0.41, 0.4, 0.39, 0.5, 0.59, 0.61]), vec![(1, true), (5, false), (8, true)]);
 }
 
 #[test]
@@ -62,10 +53,7 @@ fn hold_keeps_label_on_through_short_dips() {
     // 100 ms per frame; hold 250 ms: off only once the score has been below `off` for >= 250 ms.
     let r = rule(0.5, 0.4, 1, 1, 250);
     // On at 0; dips at 1-2 (200 ms) recover at 3; dip from 4: 4,5,6 -> 6 is 200 ms, 7 is 300 ms -> off at 7.
-    assert_eq!(
-        run(r, &[0.9, 0.1, 0.1, 0.45, 0.1, 0.1, 0.1, 0.1, 0.1]),
-        vec![(0, true), (7, false)]
-    );
+    assert_eq!(run(r, &[0.9, 0.1, 0.1, 0.45, 0.1, 0.1, 0.1, 0.1, 0.1]), vec![(0, true), (7, false)]);
 }
 
 #[test]
@@ -88,20 +76,13 @@ fn flickering_score_is_debounced() {
 fn switching_off_clears_history() {
     // 2 of 3 needed. After switching off, old highs must not count again.
     let r = rule(0.5, 0.5, 2, 3, 0);
-    assert_eq!(
-        run(r, &[0.9, 0.9, 0.1, 0.9, 0.9]),
-        vec![(1, true), (2, false), (4, true)]
-    );
+    assert_eq!(run(r, &[0.9, 0.9, 0.1, 0.9, 0.9]), vec![(1, true), (2, false), (4, true)]);
 }
 
 #[test]
 fn labels_are_independent_and_state_is_kept() {
     let labels: Arc<[String]> = Arc::from(vec!["person".to_string(), "car".to_string(), "bus".to_string()]);
-    let rules = vec![
-        rule(0.5, 0.3, 1, 1, 0),
-        rule(0.7, 0.6, 2, 2, 0),
-        rule(0.5, 0.5, 1, 1, 0),
-    ];
+    let rules = vec![rule(0.5, 0.3, 1, 1, 0), rule(0.7, 0.6, 2, 2, 0), rule(0.5, 0.5, 1, 1, 0)];
     let mut d = Decider::new(labels, rules);
     let mut ev = Vec::new();
     d.update(0, 0, &[0.9, 0.8, 0.1], &mut ev);

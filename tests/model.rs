@@ -36,13 +36,12 @@ fn golden() -> Value {
 
 fn scores_for(variant: Variant, image: &Path) -> Vec<f32> {
     let mut worker = engine(variant).new_worker().expect("worker");
+    let mut input = engine(variant).new_input().expect("input");
     let mut frame = Frame::empty();
     frame.data = std::fs::read(image).expect("image");
-    Preprocessor::new(&bundle().input)
-        .run(&frame, worker.input_mut())
-        .expect("preprocess");
+    Preprocessor::new(&bundle().input).run(&frame, input.as_mut_slice()).expect("preprocess");
     let mut scores = vec![0.0; bundle().labels.len()];
-    worker.infer(&mut scores).expect("infer");
+    worker.infer(&mut input, &mut scores).expect("infer");
     scores
 }
 
@@ -57,18 +56,11 @@ fn worst_difference(ours: &[f32], theirs: &[f32]) -> (f32, usize) {
 }
 
 fn golden_probs(img: &Value, key: &str) -> Vec<f32> {
-    img[key]["probs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
+    img[key]["probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
 }
 
 fn golden_image(img: &Value) -> std::path::PathBuf {
-    common::root()
-        .join("tests/golden/mobilenetv2")
-        .join(img["file"].as_str().unwrap())
+    common::root().join("tests/golden/mobilenetv2").join(img["file"].as_str().unwrap())
 }
 
 #[test]
@@ -105,30 +97,18 @@ fn int8_scores_stay_close_to_onnxruntime() {
         let file = golden_image(img);
         let ours = scores_for(Variant::Int8, &file);
         let (worst, at) = worst_difference(&ours, &golden_probs(img, "int8"));
-        assert!(
-            worst <= 0.15,
-            "{}: max |tract - onnxruntime| = {worst} at {}",
-            file.display(),
-            bundle().labels[at]
-        );
+        assert!(worst <= 0.15, "{}: max |tract - onnxruntime| = {worst} at {}", file.display(), bundle().labels[at]);
         let top = ours.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         same_top1 += usize::from(top as u64 == img["int8"]["top5"][0][0].as_u64().unwrap());
     }
-    assert!(
-        same_top1 + 2 >= images.len(),
-        "top-1 agrees on {same_top1} of {} images",
-        images.len()
-    );
+    assert!(same_top1 + 2 >= images.len(), "top-1 agrees on {same_top1} of {} images", images.len());
 }
 
 /// (integer matmuls, float matmuls) in a variant's optimised tract plan.
 fn matmul_kinds(variant: Variant) -> (usize, usize) {
     let nodes = engine(variant).optimized_nodes();
     let matmuls = nodes.iter().filter(|n| n.op == "OptMatMul");
-    let integer = matmuls
-        .clone()
-        .filter(|n| matches!(n.input_types[0].as_str(), "I8" | "U8"))
-        .count();
+    let integer = matmuls.clone().filter(|n| matches!(n.input_types[0].as_str(), "I8" | "U8")).count();
     (integer, matmuls.count() - integer)
 }
 
@@ -155,6 +135,7 @@ fn real_photos_get_their_expected_top_label() {
         rules: &rules,
         pre: Preprocessor::new(&bundle().input),
         worker: engine(Variant::Fp32).new_worker().unwrap(),
+        input: engine(Variant::Fp32).new_input().unwrap(),
     };
     let mut exact = 0;
     for img in g["images"].as_array().unwrap() {
@@ -168,12 +149,7 @@ fn real_photos_get_their_expected_top_label() {
             assert_eq!(r.top[0].label, expected, "{}: our top-3 {:?}", source.display(), r.top);
             exact += 1;
         } else {
-            assert!(
-                r.top.iter().any(|s| s.label == expected),
-                "{}: {expected} not in {:?}",
-                source.display(),
-                r.top
-            );
+            assert!(r.top.iter().any(|s| s.label == expected), "{}: {expected} not in {:?}", source.display(), r.top);
         }
     }
     assert!(exact >= 5, "most samples have a clear winner");
@@ -184,4 +160,33 @@ fn manifest_matches_graph() {
     // Loading succeeded (shapes and label count were checked); the label count is ImageNet's.
     assert_eq!(bundle().labels.len(), 1000);
     assert!(engine(Variant::Fp32).describe().contains("[1, 3, 224, 224]"));
+}
+
+#[test]
+fn resize_is_close_to_pillow_bilinear() {
+    // The golden 224x224 inputs were made by Pillow's `Image.resize((224, 224), BILINEAR)`,
+    // as the bundles' Python tooling preprocesses. vigil's resize (fast_image_resize,
+    // bilinear convolution) must stay within a couple of levels of it, so a deployed
+    // model sees what it was trained and calibrated on. JPEG decoders differ slightly too.
+    let g = golden();
+    for img in g["images"].as_array().unwrap() {
+        let source = common::root().join(img["source"].as_str().unwrap());
+        let mut frame = Frame::empty();
+        frame.data = std::fs::read(&source).unwrap();
+        let mut pre = Preprocessor::new(&bundle().input);
+        let mut tensor = vec![0.0; bundle().input.len()];
+        pre.run(&frame, &mut tensor).unwrap();
+        let pillow = image::open(golden_image(img)).unwrap().to_rgb8().into_raw();
+        let ours = pre.resized_pixels();
+        let diffs: Vec<i32> = ours.iter().zip(&pillow).map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs()).collect();
+        let max = *diffs.iter().max().unwrap();
+        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+        eprintln!("{}: max {max}, mean {mean:.3}", source.display());
+        let (max_allowed, mean_allowed) = if source.extension().unwrap() == "png" { (1, 0.2) } else { (3, 0.4) };
+        assert!(
+            max <= max_allowed && mean < mean_allowed,
+            "{}: |ours - Pillow| mean {mean}, max {max}",
+            source.display()
+        );
+    }
 }

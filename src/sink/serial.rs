@@ -38,7 +38,7 @@ pub struct SerialStats {
 
 #[derive(Debug)]
 struct Line {
-    text: String,
+    text: Vec<u8>,
     is_event: bool,
 }
 
@@ -68,10 +68,7 @@ impl SerialSink {
     /// is used as soon as it appears.
     pub fn start(device: &str, baud: u32, format: LineFormat) -> SerialSink {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                lines: VecDeque::with_capacity(QUEUE_LINES),
-                closing: false,
-            }),
+            queue: Mutex::new(Queue { lines: VecDeque::with_capacity(QUEUE_LINES), closing: false }),
             ready: Condvar::new(),
             stats: SerialStats::default(),
         });
@@ -83,12 +80,7 @@ impl SerialSink {
                 .spawn(move || writer_loop(&device, baud, &shared))
                 .expect("spawn serial writer thread")
         };
-        SerialSink {
-            format,
-            shared,
-            writer: Some(writer),
-            device: device.to_string(),
-        }
+        SerialSink { format, shared, writer: Some(writer), device: device.to_string() }
     }
 
     /// The sink's counters.
@@ -96,7 +88,7 @@ impl SerialSink {
         &self.shared.stats
     }
 
-    fn push(&self, text: String, is_event: bool) {
+    fn push(&self, text: Vec<u8>, is_event: bool) {
         let mut q = self.shared.queue.lock().expect("serial queue lock");
         if q.lines.len() >= QUEUE_LINES {
             if let Some(i) = q.lines.iter().position(|l| !l.is_event) {
@@ -105,10 +97,7 @@ impl SerialSink {
             } else {
                 q.lines.pop_front();
                 let n = self.shared.stats.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
-                log::warn!(
-                    "serial {}: queue full of events, oldest event dropped ({n} so far)",
-                    self.device
-                );
+                log::warn!("serial {}: queue full of events, oldest event dropped ({n} so far)", self.device);
             }
         }
         q.lines.push_back(Line { text, is_event });
@@ -119,13 +108,13 @@ impl SerialSink {
 
 impl Sink for SerialSink {
     fn event(&mut self, event: &EventLine<'_>) {
-        let mut text = String::with_capacity(64);
+        let mut text = Vec::with_capacity(64);
         write_event(&mut text, self.format, event);
         self.push(text, true);
     }
 
     fn status(&mut self, status: &StatusLine<'_>) {
-        let mut text = String::with_capacity(96);
+        let mut text = Vec::with_capacity(96);
         write_status(&mut text, self.format, status);
         self.push(text, false);
     }
@@ -137,12 +126,7 @@ impl Sink for SerialSink {
             q.closing = true;
             while !q.lines.is_empty() && Instant::now() < deadline {
                 self.shared.ready.notify_all();
-                q = self
-                    .shared
-                    .ready
-                    .wait_timeout(q, Duration::from_millis(10))
-                    .expect("serial queue lock")
-                    .0;
+                q = self.shared.ready.wait_timeout(q, Duration::from_millis(10)).expect("serial queue lock").0;
             }
             if !q.lines.is_empty() {
                 let events = q.lines.iter().filter(|l| l.is_event).count() as u64;
@@ -206,11 +190,7 @@ fn next_line(shared: &Shared) -> Option<Line> {
         if q.closing {
             return None;
         }
-        q = shared
-            .ready
-            .wait_timeout(q, Duration::from_millis(200))
-            .expect("serial queue lock")
-            .0;
+        q = shared.ready.wait_timeout(q, Duration::from_millis(200)).expect("serial queue lock").0;
     }
 }
 
@@ -227,7 +207,7 @@ struct Link<'a> {
 impl Link<'_> {
     /// Write one whole line, opening the port first if needed. `Err(())`: the
     /// port is down; try again after [`Link::next_try`].
-    fn write(&mut self, text: &str, shared: &Shared) -> Result<(), ()> {
+    fn write(&mut self, text: &[u8], shared: &Shared) -> Result<(), ()> {
         if self.port.is_none() {
             if Instant::now() < self.next_try {
                 return Err(());
@@ -247,7 +227,7 @@ impl Link<'_> {
             }
         }
         let port = self.port.as_mut().expect("port is open");
-        write_whole(port.as_mut(), text.as_bytes(), shared).map_err(|e| {
+        write_whole(port.as_mut(), text, shared).map_err(|e| {
             self.port = None;
             self.failed(format_args!("write failed ({e})"));
         })
@@ -256,10 +236,7 @@ impl Link<'_> {
     /// Schedule the next attempt; log once per outage, not per attempt.
     fn failed(&mut self, why: std::fmt::Arguments<'_>) {
         if !self.down {
-            log::warn!(
-                "serial {}: {why}; reopening with backoff up to {BACKOFF_MAX:?}",
-                self.device
-            );
+            log::warn!("serial {}: {why}; reopening with backoff up to {BACKOFF_MAX:?}", self.device);
             self.down = true;
         }
         self.next_try = Instant::now() + self.backoff;
@@ -268,14 +245,7 @@ impl Link<'_> {
 }
 
 fn writer_loop(device: &str, baud: u32, shared: &Shared) {
-    let mut link = Link {
-        device,
-        baud,
-        port: None,
-        backoff: BACKOFF_START,
-        next_try: Instant::now(),
-        down: false,
-    };
+    let mut link = Link { device, baud, port: None, backoff: BACKOFF_START, next_try: Instant::now(), down: false };
     while let Some(line) = next_line(shared) {
         loop {
             if link.write(&line.text, shared).is_ok() {

@@ -9,7 +9,7 @@ use crate::protocol::{EventLine, LineFormat, StatusLine, write_event, write_stat
 pub struct LineSink<W: Write + Send> {
     format: LineFormat,
     out: W,
-    line: String,
+    line: Vec<u8>,
     failed: bool,
 }
 
@@ -26,16 +26,11 @@ impl StdoutSink {
 impl<W: Write + Send> LineSink<W> {
     /// A sink writing `format` lines to `out`.
     pub fn new(out: W, format: LineFormat) -> LineSink<W> {
-        LineSink {
-            format,
-            out,
-            line: String::with_capacity(256),
-            failed: false,
-        }
+        LineSink { format, out, line: Vec::with_capacity(256), failed: false }
     }
 
     fn emit(&mut self) {
-        if let Err(e) = self.out.write_all(self.line.as_bytes()).and_then(|_| self.out.flush())
+        if let Err(e) = self.out.write_all(&self.line).and_then(|_| self.out.flush())
             && !self.failed
         {
             // A closed pipe must not stop the daemon's other outputs; say it once.

@@ -51,15 +51,9 @@ pub fn resolve_files(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
     let path = Path::new(spec);
     let mut files = Vec::new();
     if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|source| SourceError::Io {
-            path: spec.to_string(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(path).map_err(|source| SourceError::Io { path: spec.to_string(), source })?;
         for entry in entries {
-            let entry = entry.map_err(|source| SourceError::Io {
-                path: spec.to_string(),
-                source,
-            })?;
+            let entry = entry.map_err(|source| SourceError::Io { path: spec.to_string(), source })?;
             let p = entry.path();
             let is_image = p
                 .extension()
@@ -72,10 +66,7 @@ pub fn resolve_files(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
     } else if path.is_file() {
         files.push(path.to_path_buf());
     } else {
-        let paths = glob::glob(spec).map_err(|source| SourceError::BadGlob {
-            pattern: spec.to_string(),
-            source,
-        })?;
+        let paths = glob::glob(spec).map_err(|source| SourceError::BadGlob { pattern: spec.to_string(), source })?;
         files.extend(paths.filter_map(Result::ok).filter(|p| p.is_file()));
     }
     files.sort();

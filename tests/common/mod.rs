@@ -18,9 +18,8 @@ pub fn default_bundle() -> PathBuf {
 /// is not applied to child processes, so honour it here).
 pub fn vigil() -> Command {
     let bin = env!("CARGO_BIN_EXE_vigil");
-    let runner = std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER")
-        .ok()
-        .filter(|_| cfg!(target_arch = "aarch64"));
+    let runner =
+        std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER").ok().filter(|_| cfg!(target_arch = "aarch64"));
     let mut cmd = match runner {
         Some(r) => {
             let mut parts = r.split_whitespace();
