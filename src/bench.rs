@@ -152,6 +152,9 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
             status_interval: None,
             stop: StopFlag::new(),
             started,
+            console: None,
+            thresholds_file: None,
+            health: Arc::default(),
         }
         .run()?;
         if i == 0 {

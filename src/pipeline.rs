@@ -15,21 +15,23 @@
 //! takes a job, which bounds how far results can run ahead of the oldest
 //! undecided frame (and so the ring) by the score pool's size.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, bounded};
+use crossbeam_channel::{Receiver, bounded};
 
 use crate::bundle::InputSpec;
-use crate::decide::{Decider, Event};
+use crate::console::{self, Command, Reply};
+use crate::decide::{Decider, Event, LabelRule};
 use crate::engine::{EngineError, InferenceEngine, InferenceWorker, InputTensor};
 use crate::frame::Frame;
 use crate::preprocess::Preprocessor;
 use crate::protocol::{EventLine, StatusLine};
-use crate::sink::Sink;
+use crate::sink::{ConsoleRequest, SerialShared, Sink};
 use crate::source::{FrameSource, Next};
-use crate::stats::{Counters, LatencyRing, StageTimes};
+use crate::stats::{Counters, Health, LatencyRing, StageTimes};
 use crate::stop::StopFlag;
 
 /// How long sinks get to write out what was decided once a stop is asked for.
@@ -55,6 +57,12 @@ pub struct Pipeline {
     pub stop: StopFlag,
     /// When the run (or the process) started: frame times and uptime count from here.
     pub started: Instant,
+    /// Console commands from serial ports, run between frames.
+    pub console: Option<Receiver<ConsoleRequest>>,
+    /// Where the console's `save` writes changed thresholds.
+    pub thresholds_file: Option<PathBuf>,
+    /// Live health, for heartbeat and fault outputs.
+    pub health: Arc<Health>,
 }
 
 /// What a run did, for the caller and the benchmark.
@@ -129,8 +137,20 @@ impl LogLimiter {
 impl Pipeline {
     /// Run until the source ends or `stop` is raised; then flush the sinks.
     pub fn run(self) -> Result<RunSummary, EngineError> {
-        let Pipeline { mut source, engine, input, mut decider, mut sinks, workers, status_interval, stop, started } =
-            self;
+        let Pipeline {
+            mut source,
+            engine,
+            input,
+            mut decider,
+            mut sinks,
+            workers,
+            status_interval,
+            stop,
+            started,
+            console,
+            thresholds_file,
+            health,
+        } = self;
         let workers = workers.max(1);
         // Sizes: the source and `prepare` may each run a frame ahead; every worker can hold
         // a tensor while `prepare` fills more; score buffers bound the reorder ring.
@@ -277,38 +297,48 @@ impl Pipeline {
                 last_decision: None,
                 first_decision: None,
                 started,
+                frames_at_status: (0, Instant::now()),
+                health: &health,
+                watchers: Vec::new(),
+                changed: vec![false; labels],
+                thresholds_file: thresholds_file.as_deref(),
+                shown: Vec::with_capacity(labels),
             };
+            let never = crossbeam_channel::never();
+            let console = console.as_ref().unwrap_or(&never);
             let mut status_due = status_interval.map(|i| Instant::now() + i);
-            let mut frames_at_status = (0u64, Instant::now());
             loop {
                 let wait =
                     status_due.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
-                match done_rx.recv_timeout(wait) {
-                    Ok(done) => {
-                        let slot = done.seq as usize % decide.ring.len();
-                        debug_assert!(decide.ring[slot].is_none(), "ring slot reused before decided");
-                        decide.ring[slot] = Some(done);
-                        decide.drain(&mut decider, &mut sinks, &scores_tx);
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                crossbeam_channel::select! {
+                    recv(done_rx) -> done => match done {
+                        Ok(done) => {
+                            let slot = done.seq as usize % decide.ring.len();
+                            debug_assert!(decide.ring[slot].is_none(), "ring slot reused before decided");
+                            decide.ring[slot] = Some(done);
+                            decide.drain(&mut decider, &mut sinks, &scores_tx);
+                        }
+                        Err(_) => break,
+                    },
+                    recv(console) -> request => {
+                        if let Ok(request) = request {
+                            decide.counters.dropped_source = source_dropped.load(Ordering::Relaxed);
+                            decide.console(request, &mut decider);
+                        }
+                    },
+                    default(wait) => {},
                 }
                 if let (Some(due), Some(interval)) = (status_due, status_interval)
                     && Instant::now() >= due
                 {
                     decide.counters.dropped_source = source_dropped.load(Ordering::Relaxed);
-                    let fps = (decide.counters.decided - frames_at_status.0) as f64
-                        / frames_at_status.1.elapsed().as_secs_f64().max(1e-9);
-                    frames_at_status = (decide.counters.decided, Instant::now());
-                    decide.emit_status(&decider, &mut sinks, fps);
+                    decide.emit_status(&decider, &mut sinks);
                     status_due = Some(due + interval);
                 }
             }
             decide.counters.dropped_source = source_dropped.load(Ordering::Relaxed);
             if status_interval.is_some() {
-                let fps = (decide.counters.decided - frames_at_status.0) as f64
-                    / frames_at_status.1.elapsed().as_secs_f64().max(1e-9);
-                decide.emit_status(&decider, &mut sinks, fps);
+                decide.emit_status(&decider, &mut sinks);
             }
             for sink in &mut sinks {
                 sink.flush(FLUSH_BUDGET);
@@ -329,7 +359,7 @@ impl Pipeline {
 }
 
 /// State of the decide thread.
-struct DecideLoop {
+struct DecideLoop<'a> {
     ring: Vec<Option<Done>>,
     next_seq: u64,
     events: Vec<Event>,
@@ -340,9 +370,19 @@ struct DecideLoop {
     last_decision: Option<Instant>,
     first_decision: Option<Duration>,
     started: Instant,
+    /// Frames decided and when, at the last status line (for its fps).
+    frames_at_status: (u64, Instant),
+    health: &'a Health,
+    /// Serial ports that asked for `watch on`.
+    watchers: Vec<Arc<SerialShared>>,
+    /// Labels whose thresholds the console changed (what `save` writes).
+    changed: Vec<bool>,
+    thresholds_file: Option<&'a Path>,
+    /// Scratch for `scores` and `watch`.
+    shown: Vec<(usize, f32)>,
 }
 
-impl DecideLoop {
+impl DecideLoop<'_> {
     /// Decide every result that is next in sequence.
     fn drain(
         &mut self,
@@ -365,12 +405,16 @@ impl DecideLoop {
                             seq: e.seq,
                             t_ms: e.t_ms,
                             label: &decider.labels()[e.label],
+                            label_index: e.label,
                             on: e.on,
                             score: e.score,
                         };
                         for sink in sinks.iter_mut() {
                             sink.event(&line);
                         }
+                    }
+                    if !self.watchers.is_empty() {
+                        self.stream_scores(done.seq, decider);
                     }
                     done.times.decide = t1 - t0;
                     done.times.emit = t1.elapsed();
@@ -381,30 +425,178 @@ impl DecideLoop {
                     self.first_decision.get_or_insert_with(|| self.started.elapsed());
                     self.first_decision_at.get_or_insert(t1);
                     self.last_decision = Some(t1);
+                    self.health.frames.store(self.counters.decided, Ordering::Relaxed);
+                    self.health.engine_failing.store(false, Ordering::Relaxed);
                 }
                 Err(Dropped::Corrupt) => self.counters.dropped_corrupt += 1,
-                Err(Dropped::Engine) => self.counters.dropped_engine += 1,
+                Err(Dropped::Engine) => {
+                    self.counters.dropped_engine += 1;
+                    self.health.engine_failing.store(true, Ordering::Relaxed);
+                }
                 Err(Dropped::Stopping) => {}
             }
             let _ = scores_tx.send(done.scores);
         }
     }
 
-    fn emit_status(&mut self, decider: &Decider, sinks: &mut [Box<dyn Sink>], fps: f64) {
-        let labels_on: Vec<&str> = decider.on_labels().map(|i| decider.labels()[i].as_str()).collect();
+    /// The status line as of now; `fps` over the period since the last status line.
+    fn status_line<'l>(&mut self, labels_on: &'l [&'l str]) -> StatusLine<'l> {
+        let fps = (self.counters.decided - self.frames_at_status.0) as f64
+            / self.frames_at_status.1.elapsed().as_secs_f64().max(1e-9);
         // Rounded: a status line is for people and dashboards, not for timing analysis.
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
-        let status = StatusLine {
+        StatusLine {
             uptime_s: round(self.started.elapsed().as_secs_f64(), 1),
             frames: self.counters.decided,
             fps: round(fps, 2),
             infer_ms_p50: round(self.latencies.quantile(0.5), 2),
             infer_ms_p99: round(self.latencies.quantile(0.99), 2),
             dropped: self.counters.dropped(),
-            labels_on: &labels_on,
-        };
+            labels_on,
+        }
+    }
+
+    fn emit_status(&mut self, decider: &Decider, sinks: &mut [Box<dyn Sink>]) {
+        let labels_on: Vec<&str> = decider.on_labels().map(|i| decider.labels()[i].as_str()).collect();
+        let status = self.status_line(&labels_on);
+        self.frames_at_status = (self.counters.decided, Instant::now());
         for sink in sinks.iter_mut() {
             sink.status(&status);
         }
     }
+
+    /// One `$VGSCR` line per watching port (droppable: a slow line keeps up by skipping).
+    fn stream_scores(&mut self, seq: u64, decider: &Decider) {
+        console::shown_labels(decider.states().iter().map(|s| s.last_score), &mut self.shown);
+        for w in &self.watchers {
+            let mut out = Vec::with_capacity(32 + 24 * self.shown.len());
+            let mut r = Reply::scores(&mut out, w.format(), seq);
+            for &(i, score) in &self.shown {
+                r.field(format_args!("{}={score:.4}", decider.labels()[i]));
+            }
+            r.finish();
+            w.push(out, true);
+        }
+    }
+
+    /// Run one console command between two frames and reply to its port.
+    fn console(&mut self, request: ConsoleRequest, decider: &mut Decider) {
+        let ConsoleRequest { command, reply_to } = request;
+        let mut out = Vec::with_capacity(256);
+        let mut ok = |fields: &mut dyn FnMut(&mut Reply<'_>)| {
+            let mut r = Reply::new(&mut out, reply_to.format(), command.name(), true);
+            fields(&mut r);
+            r.finish();
+        };
+        match &command {
+            Command::Help => ok(&mut |r| {
+                for c in console::HELP.split(';') {
+                    r.field(format_args!("{c}"));
+                }
+            }),
+            Command::Version => ok(&mut |r| {
+                r.field(format_args!("vigil {}", env!("CARGO_PKG_VERSION")));
+            }),
+            Command::Status => {
+                let labels_on: Vec<&str> = decider.on_labels().map(|i| decider.labels()[i].as_str()).collect();
+                let s = self.status_line(&labels_on);
+                let on = labels_on.join(";");
+                ok(&mut |r| {
+                    r.field(format_args!("uptime_s={:.0}", s.uptime_s))
+                        .field(format_args!("frames={}", s.frames))
+                        .field(format_args!("fps={:.1}", s.fps))
+                        .field(format_args!("infer_ms_p50={:.1}", s.infer_ms_p50))
+                        .field(format_args!("infer_ms_p99={:.1}", s.infer_ms_p99))
+                        .field(format_args!("dropped={}", s.dropped))
+                        .field(format_args!("labels_on={on}"));
+                })
+            }
+            Command::Scores => {
+                console::shown_labels(decider.states().iter().map(|s| s.last_score), &mut self.shown);
+                let (shown, labels, seq) = (&self.shown, decider.labels(), self.next_seq);
+                ok(&mut |r| {
+                    r.field(format_args!("seq={}", seq.saturating_sub(1)));
+                    for &(i, score) in shown {
+                        r.field(format_args!("{}={score:.4}", labels[i]));
+                    }
+                })
+            }
+            Command::Watch(on) => {
+                self.watchers.retain(|w| !Arc::ptr_eq(w, &reply_to));
+                if *on {
+                    self.watchers.push(Arc::clone(&reply_to));
+                }
+                ok(&mut |r| {
+                    r.field(format_args!("{}", if *on { "on" } else { "off" }));
+                })
+            }
+            Command::GetThresholds => {
+                // Many labels (ImageNet's 1000) would take seconds at 9600 baud: list those whose
+                // rule differs from the common one, then the common rule once.
+                let (rules, labels) = (decider.rules(), decider.labels());
+                let common = (labels.len() > console::MAX_THRESHOLDS_SHOWN).then(|| rules[0]);
+                ok(&mut |r| {
+                    let listed = labels.iter().zip(rules).filter(|(_, rule)| common.is_none_or(|c| **rule != c));
+                    for (label, rule) in listed.take(console::MAX_THRESHOLDS_SHOWN) {
+                        r.field(format_args!("{label}:on={}:off={}", rule.on, rule.off));
+                    }
+                    if let Some(c) = common {
+                        r.field(format_args!("others:on={}:off={}", c.on, c.off));
+                    }
+                })
+            }
+            Command::SetThreshold { label, on, off } => match console::set_threshold(decider, label, *on, *off) {
+                Ok((index, rule)) => {
+                    self.changed[index] = true;
+                    let name = &decider.labels()[index];
+                    log::info!(
+                        "console: {name} thresholds set to on={} off={} from frame {}",
+                        rule.on,
+                        rule.off,
+                        self.next_seq
+                    );
+                    let seq = self.next_seq;
+                    ok(&mut |r| {
+                        r.field(format_args!("{name}"))
+                            .field(format_args!("on={}", rule.on))
+                            .field(format_args!("off={}", rule.off))
+                            .field(format_args!("from_seq={seq}"));
+                    })
+                }
+                Err(why) => return error_reply(&reply_to, command.name(), &why),
+            },
+            Command::Save => {
+                let Some(path) = self.thresholds_file else {
+                    return error_reply(
+                        &reply_to,
+                        "save",
+                        "no thresholds file: set `thresholds` in the config's [model]",
+                    );
+                };
+                let changed: Vec<(&str, LabelRule)> = (0..self.changed.len())
+                    .filter(|&i| self.changed[i])
+                    .map(|i| (decider.labels()[i].as_str(), decider.rules()[i]))
+                    .collect();
+                match console::save_thresholds(path, &changed) {
+                    Ok(()) => {
+                        log::info!("console: saved {} threshold change(s) to {}", changed.len(), path.display());
+                        let n = changed.len();
+                        ok(&mut |r| {
+                            r.field(format_args!("{}", path.display())).field(format_args!("labels={n}"));
+                        })
+                    }
+                    Err(why) => return error_reply(&reply_to, "save", &why),
+                }
+            }
+        }
+        reply_to.push(out, false);
+    }
+}
+
+fn error_reply(to: &SerialShared, command: &str, why: &str) {
+    let mut out = Vec::with_capacity(96);
+    let mut r = Reply::new(&mut out, to.format(), command, false);
+    r.field(format_args!("{why}"));
+    r.finish();
+    to.push(out, false);
 }

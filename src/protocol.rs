@@ -27,6 +27,9 @@ pub struct EventLine<'a> {
     pub t_ms: u64,
     /// Label name.
     pub label: &'a str,
+    /// Position of the label in the model's labels (not written; for GPIO mapping).
+    #[serde(skip)]
+    pub label_index: usize,
     /// New state.
     pub on: bool,
     /// Score that caused the change.
@@ -89,7 +92,8 @@ fn push_field(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn finish_text(out: &mut Vec<u8>, start: usize) {
+/// Close a text line begun at `out[start]` (`$`): append `*CS` and CRLF.
+pub fn checksum_into(out: &mut Vec<u8>, start: usize) {
     let cs = checksum(&out[start + 1..]);
     let _ = write!(out, "*{cs:02X}\r\n");
 }
@@ -117,7 +121,7 @@ pub fn write_event(out: &mut Vec<u8>, format: LineFormat, e: &EventLine<'_>) {
             let _ = write!(out, "$VGEVT,{},{},", e.seq, e.t_ms);
             push_field(out, e.label);
             let _ = write!(out, ",{},{:.4}", if e.on { "ON" } else { "OFF" }, e.score);
-            finish_text(out, start);
+            checksum_into(out, start);
         }
     }
 }
@@ -142,7 +146,7 @@ pub fn write_status(out: &mut Vec<u8>, format: LineFormat, s: &StatusLine<'_>) {
                 }
                 push_field(out, l);
             }
-            finish_text(out, start);
+            checksum_into(out, start);
         }
     }
 }
@@ -191,7 +195,7 @@ mod tests {
     #[test]
     fn text_event_round_trips_with_checksum() {
         let mut s = Vec::new();
-        let e = EventLine { seq: 7, t_ms: 1400, label: "traffic light", on: true, score: 0.91234 };
+        let e = EventLine { seq: 7, t_ms: 1400, label: "traffic light", label_index: 0, on: true, score: 0.91234 };
         write_event(&mut s, LineFormat::Text, &e);
         let s = String::from_utf8(s).unwrap();
         assert!(s.starts_with("$VGEVT,7,1400,traffic light,ON,0.9123*"));
@@ -206,7 +210,7 @@ mod tests {
     #[test]
     fn reserved_characters_in_labels_are_replaced() {
         let mut s = Vec::new();
-        let e = EventLine { seq: 1, t_ms: 0, label: "a,b*c$d;é", on: false, score: 0.0 };
+        let e = EventLine { seq: 1, t_ms: 0, label: "a,b*c$d;é", label_index: 0, on: false, score: 0.0 };
         write_event(&mut s, LineFormat::Text, &e);
         assert_eq!(parse_text_line(std::str::from_utf8(&s).unwrap()).unwrap()[3], "a_b_c_d_é");
     }

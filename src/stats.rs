@@ -3,6 +3,27 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Live health of a run, shared (`Arc`) between the pipeline, which updates
+/// it, and outputs that signal it (heartbeat and fault GPIO lines).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Frames decided so far; outputs watch it move to tell that frames flow.
+    pub frames: AtomicU64,
+    /// The camera (source) is lost.
+    pub source_lost: AtomicBool,
+    /// The last inference failed.
+    pub engine_failing: AtomicBool,
+}
+
+impl Health {
+    /// Whether something is wrong that a fault output should show.
+    pub fn fault(&self) -> bool {
+        self.source_lost.load(Ordering::Relaxed) || self.engine_failing.load(Ordering::Relaxed)
+    }
+}
+
 /// How many recent inference times the percentiles are taken over.
 pub const LATENCY_WINDOW: usize = 512;
 

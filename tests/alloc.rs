@@ -148,7 +148,7 @@ fn warm_per_frame_paths_allocate_nothing() {
         dropped: 0,
         labels_on: &on,
     };
-    let event = EventLine { seq: 1, t_ms: 2, label: "traffic light", on: true, score: 0.75 };
+    let event = EventLine { seq: 1, t_ms: 2, label: "traffic light", label_index: 3, on: true, score: 0.75 };
     for s in [&mut sink as &mut dyn Sink, &mut json_sink] {
         s.event(&event);
         s.status(&status);

@@ -328,3 +328,152 @@ fn serial_json_lines_parse() {
     assert!(lines.iter().any(|v| v["type"] == "event" && v["state"] == "on"));
     assert!(lines.iter().any(|v| v["type"] == "status"));
 }
+
+// ---------------------------------------------------------------- serial console
+
+/// Reads a pty master on a thread, line by line, until told to stop.
+struct PtyReader {
+    lines: std::sync::mpsc::Receiver<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::fs::File>>,
+}
+
+impl PtyReader {
+    fn start(master: std::fs::File) -> PtyReader {
+        use std::os::fd::AsRawFd;
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut master = master;
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut pfd = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 || pfd.revents & libc::POLLIN == 0 {
+                    continue;
+                }
+                let Ok(n) = master.read(&mut buf) else { break };
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_string());
+                }
+            }
+            master
+        });
+        PtyReader { lines, stop, thread: Some(thread) }
+    }
+
+    /// The next line matching `pred`, within `within`; checks every line's checksum on the way.
+    fn wait_for(&self, within: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line for: {what}"));
+            let body = line.strip_prefix('$').and_then(|b| b.rsplit_once('*')).expect("framed line");
+            assert_eq!(u8::from_str_radix(body.1, 16).unwrap(), xor(body.0), "checksum of {line}");
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Stop reading and hand back the master.
+    fn finish(mut self) -> std::fs::File {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn send(master: &std::fs::File, text: &str) {
+    use std::io::Write;
+    (&*master).write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn serial_console_commands_and_threshold_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyVIGIL");
+    let first = openpty();
+    std::os::unix::fs::symlink(&first.slave_path, &link).unwrap();
+    let thresholds = write(dir.path(), "thresholds.toml", "# saved by the console\n[thresholds]\n");
+    let extra = format!(
+        "[stdout]\nenabled = false\n\n[serial]\ndevice = \"{}\"\nbaud = 9600\nformat = \"text\"\n\n[status]\ninterval_s = 0.5\n",
+        link.display()
+    );
+    let text = config_text(&samples(), &extra)
+        .replace("fps = 0", "fps = 10\nloop = true")
+        .replace("workers = 2", &format!("workers = 2\nthresholds = \"{}\"", thresholds.display()));
+    let cfg = write(dir.path(), "c.toml", &text);
+    let mut child =
+        KillOnDrop(vigil().args(["run", "--config", cfg.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap());
+    let Pty { master, _slave, .. } = first;
+    let writer = master.try_clone().unwrap();
+    let reader = PtyReader::start(master);
+    let slow = Duration::from_secs(60); // model loading under emulation
+
+    // Frames flow: espresso (coffee.jpg) switches on with the bundle's thresholds.
+    reader.wait_for(slow, "espresso on", |l| l.contains(",espresso,ON,"));
+    send(&writer, "help\r");
+    let help = reader.wait_for(slow, "help reply", |l| l.starts_with("$VGRPL,help,"));
+    assert!(help.contains(",OK,") && help.contains("set threshold LABEL on=X off=Y"), "{help}");
+    send(&writer, "status\r\n");
+    let status = reader.wait_for(slow, "status reply", |l| l.starts_with("$VGRPL,status,"));
+    assert!(status.contains(",OK,uptime_s=") && status.contains(",frames="), "{status}");
+    send(&writer, "frobnicate\r");
+    let bad = reader.wait_for(slow, "error reply", |l| l.starts_with("$VGRPL,error,"));
+    assert!(bad.contains(",ERR,unknown command `frobnicate`"), "{bad}");
+    send(&writer, &format!("{}\r", "x".repeat(300)));
+    let long = reader.wait_for(slow, "overlong reply", |l| l.starts_with("$VGRPL,line,"));
+    assert!(long.contains(",ERR,line too long"), "{long}");
+    send(&writer, "set threshold nosuchlabel on=0.5\r");
+    let unknown = reader.wait_for(slow, "unknown label reply", |l| l.starts_with("$VGRPL,set,"));
+    assert!(unknown.contains(",ERR,unknown label"), "{unknown}");
+
+    // Raise espresso's threshold above any score it gets: from the reply's frame on, it never switches on.
+    send(&writer, "set threshold espresso on=0.9999 off=0.999\r");
+    let set = reader.wait_for(slow, "set reply", |l| l.starts_with("$VGRPL,set,"));
+    assert!(set.contains(",OK,espresso,on=0.9999,off=0.999,from_seq="), "{set}");
+    let from: u64 = set.split("from_seq=").nth(1).unwrap().split('*').next().unwrap().parse().unwrap();
+    // Two full loops over the 8 samples later, espresso has not come on again.
+    let mut seen_to = from;
+    while seen_to < from + 20 {
+        let line = reader.wait_for(slow, "events", |l| l.starts_with("$VGEVT,"));
+        let fields: Vec<&str> = line.split(',').collect();
+        seen_to = fields[1].parse().unwrap();
+        assert!(!(fields[3] == "espresso" && fields[4] == "ON"), "espresso on after the change: {line}");
+    }
+    send(&writer, "get thresholds\r");
+    let get = reader.wait_for(slow, "thresholds reply", |l| l.starts_with("$VGRPL,get,"));
+    assert!(get.contains(",espresso:on=0.9999:off=0.999,") && get.contains(",others:on=0.5:off=0.35*"), "{get}");
+    send(&writer, "save\r");
+    let saved = reader.wait_for(slow, "save reply", |l| l.starts_with("$VGRPL,save,"));
+    assert!(saved.contains(",OK,"), "{saved}");
+    let file = std::fs::read_to_string(&thresholds).unwrap();
+    assert!(file.starts_with("# saved by the console"), "the rest of the file is kept: {file}");
+    let parsed: toml::Table = file.parse().unwrap();
+    assert_eq!(parsed["thresholds"]["labels"]["espresso"]["on"].as_float(), Some(0.9999), "{file}");
+    send(&writer, "watch on\r");
+    reader.wait_for(slow, "watch reply", |l| l.starts_with("$VGRPL,watch,OK,on"));
+    let scores = reader.wait_for(slow, "streamed scores", |l| l.starts_with("$VGSCR,"));
+    assert!(scores.contains('='), "{scores}");
+    send(&writer, "watch off\r");
+    reader.wait_for(slow, "watch off reply", |l| l.starts_with("$VGRPL,watch,OK,off"));
+
+    // Not covered yet: the port vanishing and coming back (see the closing note of issue 4).
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(reader.finish());
+}
+
+/// A daemon that must not outlive a failed test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

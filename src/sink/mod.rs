@@ -1,9 +1,11 @@
 //! Sinks: where decisions go (stdout, a serial line; GPIO joins later).
 
+pub mod gpio;
 mod serial;
 mod stdout;
 
-pub use serial::{SerialSink, SerialStats};
+pub use gpio::{GpioLineSpec, GpioSink, LabelOutput, LineRef, OutputMode, Pin};
+pub use serial::{ConsoleRequest, SerialSink, SerialStats, Shared as SerialShared};
 pub use stdout::{LineSink, StdoutSink};
 
 use crate::protocol::{EventLine, StatusLine};

@@ -1,11 +1,13 @@
-//! Decisions on a serial line (a UART, a USB adapter, a pseudo-terminal).
+//! Decisions on a serial line (a UART, a USB adapter, a pseudo-terminal), and
+//! the console a technician talks to on the same line.
 //!
-//! The pipeline never waits for the wire: lines go into a bounded queue that a
-//! writer thread drains at the port's pace. When the queue is full the oldest
-//! *status* line is dropped first; an event is dropped only when the queue
-//! holds nothing but events, and every drop is counted and logged. Each line
-//! is written whole (partial writes are continued, never abandoned), so a stop
-//! never leaves half a line on the wire. A port that fails or vanishes is
+//! The pipeline never waits for the wire: lines go into a bounded queue that
+//! one I/O thread drains at the port's pace, and that same thread reads
+//! command lines. When the queue is full the oldest *droppable* line (status,
+//! streamed scores) is dropped first; an event or a reply is dropped only when
+//! the queue holds nothing else, and every drop is counted and logged. Each
+//! line is written whole (partial writes are continued, never abandoned), so a
+//! stop never leaves half a line on the wire. A port that fails or vanishes is
 //! reopened with capped exponential backoff; queued lines wait for it.
 
 use std::collections::VecDeque;
@@ -15,22 +17,27 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
+
 use super::Sink;
+use crate::console::{self, Command, MAX_LINE, Reply};
 use crate::protocol::{EventLine, LineFormat, StatusLine, write_event, write_status};
 
 /// Lines held for a slow or absent port.
 pub const QUEUE_LINES: usize = 64;
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// How long a read waits for input before the thread looks at its queue again.
+const READ_POLL: Duration = Duration::from_millis(20);
 
-/// Counters a serial sink keeps (shared with its writer thread).
+/// Counters a serial sink keeps (shared with its I/O thread).
 #[derive(Debug, Default)]
 pub struct SerialStats {
     /// Lines fully written.
     pub written: AtomicU64,
-    /// Status lines dropped because the queue was full.
+    /// Status and scores lines dropped because the queue was full.
     pub dropped_status: AtomicU64,
-    /// Event lines dropped because the queue was full of events.
+    /// Event and reply lines dropped (queue full of them, or the port down at stop).
     pub dropped_events: AtomicU64,
     /// Times the port was (re)opened successfully.
     pub opens: AtomicU64,
@@ -39,7 +46,7 @@ pub struct SerialStats {
 #[derive(Debug)]
 struct Line {
     text: Vec<u8>,
-    is_event: bool,
+    droppable: bool,
 }
 
 #[derive(Default)]
@@ -48,75 +55,99 @@ struct Queue {
     closing: bool,
 }
 
-struct Shared {
+/// The queue and counters shared by the sink, its I/O thread and console replies.
+pub struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
     stats: SerialStats,
-}
-
-/// A serial sink: formats lines and hands them to its writer thread.
-pub struct SerialSink {
     format: LineFormat,
-    shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
     device: String,
 }
 
+impl Shared {
+    /// Queue a line; `droppable` lines go first when the queue is full.
+    pub fn push(&self, text: Vec<u8>, droppable: bool) {
+        let mut q = self.queue.lock().expect("serial queue lock");
+        if q.lines.len() >= QUEUE_LINES {
+            if let Some(i) = q.lines.iter().position(|l| l.droppable) {
+                q.lines.remove(i);
+                self.stats.dropped_status.fetch_add(1, Ordering::Relaxed);
+            } else {
+                q.lines.pop_front();
+                let n = self.stats.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
+                log::warn!("serial {}: queue full of events, oldest event dropped ({n} so far)", self.device);
+            }
+        }
+        q.lines.push_back(Line { text, droppable });
+        drop(q);
+        self.ready.notify_all();
+    }
+
+    /// The line format replies on this port use.
+    pub fn format(&self) -> LineFormat {
+        self.format
+    }
+
+    fn is_closing(&self) -> bool {
+        self.queue.lock().map(|q| q.closing).unwrap_or(true)
+    }
+}
+
+/// A console command read from a serial port, with the way back to it.
+pub struct ConsoleRequest {
+    /// The parsed command.
+    pub command: Command,
+    /// Where replies go.
+    pub reply_to: Arc<Shared>,
+}
+
+/// A serial sink: formats lines and hands them to its I/O thread.
+pub struct SerialSink {
+    shared: Arc<Shared>,
+    io: Option<JoinHandle<()>>,
+}
+
 impl SerialSink {
-    /// Start a sink on `device` at `baud`. The port is opened by the writer
+    /// Start a sink on `device` at `baud`. The port is opened by the I/O
     /// thread, and reopened whenever it fails, so a device that is absent now
-    /// is used as soon as it appears.
-    pub fn start(device: &str, baud: u32, format: LineFormat) -> SerialSink {
+    /// is used as soon as it appears. Commands read from the port go to
+    /// `console`; without one, input is ignored.
+    pub fn start(device: &str, baud: u32, format: LineFormat, console: Option<Sender<ConsoleRequest>>) -> SerialSink {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { lines: VecDeque::with_capacity(QUEUE_LINES), closing: false }),
             ready: Condvar::new(),
             stats: SerialStats::default(),
+            format,
+            device: device.to_string(),
         });
-        let writer = {
+        let io = {
             let shared = Arc::clone(&shared);
             let device = device.to_string();
             std::thread::Builder::new()
-                .name("serial-writer".into())
-                .spawn(move || writer_loop(&device, baud, &shared))
-                .expect("spawn serial writer thread")
+                .name("serial-io".into())
+                .spawn(move || io_loop(&device, baud, &shared, console))
+                .expect("spawn serial I/O thread")
         };
-        SerialSink { format, shared, writer: Some(writer), device: device.to_string() }
+        SerialSink { shared, io: Some(io) }
     }
 
     /// The sink's counters.
     pub fn stats(&self) -> &SerialStats {
         &self.shared.stats
     }
-
-    fn push(&self, text: Vec<u8>, is_event: bool) {
-        let mut q = self.shared.queue.lock().expect("serial queue lock");
-        if q.lines.len() >= QUEUE_LINES {
-            if let Some(i) = q.lines.iter().position(|l| !l.is_event) {
-                q.lines.remove(i);
-                self.shared.stats.dropped_status.fetch_add(1, Ordering::Relaxed);
-            } else {
-                q.lines.pop_front();
-                let n = self.shared.stats.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
-                log::warn!("serial {}: queue full of events, oldest event dropped ({n} so far)", self.device);
-            }
-        }
-        q.lines.push_back(Line { text, is_event });
-        drop(q);
-        self.shared.ready.notify_one();
-    }
 }
 
 impl Sink for SerialSink {
     fn event(&mut self, event: &EventLine<'_>) {
         let mut text = Vec::with_capacity(64);
-        write_event(&mut text, self.format, event);
-        self.push(text, true);
+        write_event(&mut text, self.shared.format, event);
+        self.shared.push(text, false);
     }
 
     fn status(&mut self, status: &StatusLine<'_>) {
         let mut text = Vec::with_capacity(96);
-        write_status(&mut text, self.format, status);
-        self.push(text, false);
+        write_status(&mut text, self.shared.format, status);
+        self.shared.push(text, true);
     }
 
     fn flush(&mut self, budget: Duration) {
@@ -129,10 +160,10 @@ impl Sink for SerialSink {
                 q = self.shared.ready.wait_timeout(q, Duration::from_millis(10)).expect("serial queue lock").0;
             }
             if !q.lines.is_empty() {
-                let events = q.lines.iter().filter(|l| l.is_event).count() as u64;
+                let events = q.lines.iter().filter(|l| !l.droppable).count() as u64;
                 log::warn!(
                     "serial {}: stopping with {} unwritten line(s) ({events} event(s)) after {budget:?}",
-                    self.device,
+                    self.shared.device,
                     q.lines.len()
                 );
                 self.shared.stats.dropped_events.fetch_add(events, Ordering::Relaxed);
@@ -140,26 +171,26 @@ impl Sink for SerialSink {
             }
         }
         self.shared.ready.notify_all();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        if let Some(io) = self.io.take() {
+            let _ = io.join();
         }
     }
 }
 
 impl Drop for SerialSink {
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if self.io.is_some() {
             self.flush(Duration::from_millis(500));
         }
     }
 }
 
 fn open(device: &str, baud: u32) -> serialport::Result<Box<dyn serialport::SerialPort>> {
-    serialport::new(device, baud).timeout(Duration::from_millis(100)).open()
+    serialport::new(device, baud).timeout(READ_POLL).open()
 }
 
-/// Write all of `bytes`, continuing after timeouts; give up only on a real error,
-/// or on a timeout once the sink is closing and `deadline` has passed.
+/// Write all of `bytes`, continuing after timeouts; give up only on a real
+/// error, or on a timeout before the first byte once the sink is closing.
 fn write_whole(port: &mut dyn serialport::SerialPort, bytes: &[u8], shared: &Shared) -> std::io::Result<()> {
     let mut done = 0;
     while done < bytes.len() {
@@ -167,31 +198,16 @@ fn write_whole(port: &mut dyn serialport::SerialPort, bytes: &[u8], shared: &Sha
             Ok(0) => return Err(std::io::Error::new(ErrorKind::WriteZero, "port accepted no bytes")),
             Ok(n) => done += n,
             Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::Interrupted => {
-                if done == 0 && shared.queue.lock().map(|q| q.closing).unwrap_or(true) {
+                if done == 0 && shared.is_closing() {
                     return Err(e);
                 }
             }
             Err(e) => return Err(e),
         }
     }
-    port.flush()
-}
-
-fn is_closing(shared: &Shared) -> bool {
-    shared.queue.lock().map(|q| q.closing).unwrap_or(true)
-}
-
-fn next_line(shared: &Shared) -> Option<Line> {
-    let mut q = shared.queue.lock().expect("serial queue lock");
-    loop {
-        if let Some(l) = q.lines.pop_front() {
-            return Some(l);
-        }
-        if q.closing {
-            return None;
-        }
-        q = shared.ready.wait_timeout(q, Duration::from_millis(200)).expect("serial queue lock").0;
-    }
+    // No `flush()`: it is tcdrain(), which blocks for good on a tty whose other end hung up
+    // (an unplugged adapter); the bytes are in the kernel's queue already.
+    Ok(())
 }
 
 /// The port, and when to try opening it again after a failure.
@@ -205,13 +221,9 @@ struct Link<'a> {
 }
 
 impl Link<'_> {
-    /// Write one whole line, opening the port first if needed. `Err(())`: the
-    /// port is down; try again after [`Link::next_try`].
-    fn write(&mut self, text: &[u8], shared: &Shared) -> Result<(), ()> {
-        if self.port.is_none() {
-            if Instant::now() < self.next_try {
-                return Err(());
-            }
+    /// The open port, opening it if it is due; `None` while it is down.
+    fn port(&mut self, shared: &Shared) -> Option<&mut Box<dyn serialport::SerialPort>> {
+        if self.port.is_none() && Instant::now() >= self.next_try {
             match open(self.device, self.baud) {
                 Ok(p) => {
                     shared.stats.opens.fetch_add(1, Ordering::Relaxed);
@@ -220,21 +232,15 @@ impl Link<'_> {
                     self.backoff = BACKOFF_START;
                     self.port = Some(p);
                 }
-                Err(e) => {
-                    self.failed(format_args!("cannot open ({e})"));
-                    return Err(());
-                }
+                Err(e) => self.failed(format_args!("cannot open ({e})")),
             }
         }
-        let port = self.port.as_mut().expect("port is open");
-        write_whole(port.as_mut(), text, shared).map_err(|e| {
-            self.port = None;
-            self.failed(format_args!("write failed ({e})"));
-        })
+        self.port.as_mut()
     }
 
-    /// Schedule the next attempt; log once per outage, not per attempt.
+    /// Drop the port and schedule the next attempt; log once per outage, not per attempt.
     fn failed(&mut self, why: std::fmt::Arguments<'_>) {
+        self.port = None;
         if !self.down {
             log::warn!("serial {}: {why}; reopening with backoff up to {BACKOFF_MAX:?}", self.device);
             self.down = true;
@@ -244,23 +250,125 @@ impl Link<'_> {
     }
 }
 
-fn writer_loop(device: &str, baud: u32, shared: &Shared) {
-    let mut link = Link { device, baud, port: None, backoff: BACKOFF_START, next_try: Instant::now(), down: false };
-    while let Some(line) = next_line(shared) {
-        loop {
-            if link.write(&line.text, shared).is_ok() {
-                shared.stats.written.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            if is_closing(shared) {
-                if line.is_event {
-                    shared.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
+/// Assembles command lines from the bytes read; discards overlong lines whole.
+struct LineReader {
+    buf: Vec<u8>,
+    overlong: bool,
+}
+
+impl LineReader {
+    /// Feed bytes; call `line` with each complete line (`Err` for an overlong one).
+    fn feed(&mut self, bytes: &[u8], mut line: impl FnMut(Result<&str, usize>)) {
+        for &b in bytes {
+            if b == b'\n' || b == b'\r' {
+                if self.overlong {
+                    line(Err(self.buf.len()));
+                } else if !self.buf.is_empty() {
+                    line(Ok(&String::from_utf8_lossy(&self.buf)));
                 }
-                break;
+                self.buf.clear();
+                self.overlong = false;
+            } else if self.buf.len() >= MAX_LINE {
+                self.overlong = true;
+            } else {
+                self.buf.push(b);
             }
-            let wait = link.next_try.saturating_duration_since(Instant::now());
-            std::thread::sleep(wait.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+fn reply_error(shared: &Arc<Shared>, command: &str, message: &str) {
+    let mut out = Vec::with_capacity(96);
+    let mut r = Reply::new(&mut out, shared.format, command, false);
+    r.field(format_args!("{message}"));
+    r.finish();
+    shared.push(out, false);
+}
+
+fn io_loop(device: &str, baud: u32, shared: &Arc<Shared>, console: Option<Sender<ConsoleRequest>>) {
+    let mut link = Link { device, baud, port: None, backoff: BACKOFF_START, next_try: Instant::now(), down: false };
+    let mut reader = LineReader { buf: Vec::with_capacity(MAX_LINE), overlong: false };
+    let mut input = [0u8; 256];
+    loop {
+        // Write everything queued, one whole line at a time.
+        loop {
+            let line = shared.queue.lock().expect("serial queue lock").lines.pop_front();
+            let Some(line) = line else { break };
+            let result = match link.port(shared) {
+                Some(p) => write_whole(p.as_mut(), &line.text, shared).map_err(Some),
+                None => Err(None),
+            };
+            match result {
+                Ok(()) => {
+                    shared.stats.written.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if let Some(e) = e {
+                        link.failed(format_args!("write failed ({e})"));
+                    }
+                    if shared.is_closing() {
+                        // Stopping with the port down: the line is lost, and counted.
+                        let counter =
+                            if line.droppable { &shared.stats.dropped_status } else { &shared.stats.dropped_events };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    shared.queue.lock().expect("serial queue lock").lines.push_front(line);
+                    break;
+                }
+            }
         }
         shared.ready.notify_all();
+        let closing = shared.is_closing();
+        if closing && shared.queue.lock().map(|q| q.lines.is_empty()).unwrap_or(true) {
+            return;
+        }
+        // Read commands (the read's timeout paces this loop while the port is up).
+        match link.port(shared) {
+            Some(p) => match p.read(&mut input) {
+                Ok(0) => link.failed(format_args!("port closed")),
+                Ok(n) => {
+                    reader.feed(&input[..n], |line| match line {
+                        Err(len) => reply_error(
+                            shared,
+                            "line",
+                            &format!("line too long ({len}+ bytes, max {MAX_LINE}): discarded"),
+                        ),
+                        Ok(text) => match (console::parse(text), &console) {
+                            (Ok(command), Some(tx)) => {
+                                let _ = tx.send(ConsoleRequest { command, reply_to: Arc::clone(shared) });
+                            }
+                            (Ok(command), None) => reply_error(shared, command.name(), "console not available"),
+                            (Err(why), _) => reply_error(shared, "error", &why),
+                        },
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => link.failed(format_args!("read failed ({e})")),
+            },
+            None => {
+                // Down: wait for the next attempt or for new lines, whichever first.
+                let wait = link.next_try.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+                let q = shared.queue.lock().expect("serial queue lock");
+                let _ = shared.ready.wait_timeout(q, wait);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_reader_splits_on_cr_or_lf_and_discards_overlong_lines() {
+        let mut r = LineReader { buf: Vec::new(), overlong: false };
+        let mut got = Vec::new();
+        let long = vec![b'x'; MAX_LINE + 50];
+        let mut input = b"status\r\nscores\n\r".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\rhelp\r");
+        r.feed(&input, |l| got.push(l.map(str::to_string).map_err(|n| n >= MAX_LINE)));
+        assert_eq!(got, vec![Ok("status".into()), Ok("scores".into()), Err(true), Ok("help".into())]);
     }
 }
