@@ -7,12 +7,14 @@ use std::time::Instant;
 
 use crate::Error;
 use crate::bundle::Bundle;
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, SourceKind, ThresholdsFile};
 use crate::decide::{Decider, LabelRule};
 use crate::engine::{InferenceEngine, TractEngine};
 use crate::pipeline::Pipeline;
-use crate::sink::{SerialSink, Sink, StdoutSink};
+use crate::sink::gpio::OutputLine;
+use crate::sink::{GpioLineSpec, GpioSink, LabelOutput, OutputMode, SerialSink, Sink, StdoutSink};
 use crate::source::{FilesSource, FrameSource};
+use crate::stats::Health;
 use crate::stop::StopFlag;
 use crate::thresholds::{self, ThresholdsLayer};
 
@@ -28,11 +30,91 @@ pub struct Prepared {
     pub rules: Vec<LabelRule>,
     /// The frame source.
     pub source: Box<dyn FrameSource>,
+    /// GPIO lines, requested (and so checked) at start.
+    pub gpio: Option<GpioLines>,
 }
 
-/// Merge a bundle's and (optionally) a config's thresholds into rules.
+/// The requested GPIO lines of a config's `[gpio]`.
+pub struct GpioLines {
+    /// One per `[[gpio.outputs]]`.
+    pub outputs: Vec<LabelOutput>,
+    /// The heartbeat line.
+    pub heartbeat: Option<OutputLine>,
+    /// The fault line.
+    pub fault: Option<OutputLine>,
+}
+
+/// Request one line; on failure, an error naming the config key.
+fn request_line(config: &Config, key: &str, spec: GpioLineSpec, consumer: &str) -> Result<OutputLine, Error> {
+    let pin = spec
+        .request(consumer)
+        .map_err(|e| Error::Settings(config.file.error(Some(key.to_string()), format!("{}: {e}", spec.describe()))))?;
+    let consumer = consumer.to_string();
+    let again = spec.clone();
+    let reopen: crate::sink::gpio::Reopen = Box::new(move || again.request(&consumer));
+    Ok(OutputLine::new(format!("{key} ({})", spec.describe()), pin, spec.active_low, Some(reopen)))
+}
+
+/// Check `[gpio]` against the model's labels and request every line.
+fn request_gpio(config: &Config, bundle: &Bundle) -> Result<Option<GpioLines>, Error> {
+    let Some(g) = &config.gpio else { return Ok(None) };
+    let mut outputs = Vec::new();
+    for (i, o) in g.outputs.iter().enumerate() {
+        let key = format!("gpio.outputs[{i}]");
+        let label = bundle.labels.iter().position(|l| l == o.label.get_ref()).ok_or_else(|| {
+            Error::Settings(config.file.error_at(
+                o.label.span(),
+                format!("{key}.label"),
+                format!("unknown label `{}`: expected one of the model's labels", o.label.get_ref()),
+            ))
+        })?;
+        let mode = match o.mode {
+            crate::config::GpioMode::Level => OutputMode::Level,
+            crate::config::GpioMode::Pulse => {
+                let ms = *o.pulse_ms.get_ref();
+                if ms == 0 || ms > 60_000 {
+                    return Err(Error::Settings(config.file.error_at(
+                        o.pulse_ms.span(),
+                        format!("{key}.pulse_ms"),
+                        format!("{ms}: expected 1 to 60000 ms"),
+                    )));
+                }
+                OutputMode::Pulse(std::time::Duration::from_millis(ms))
+            }
+        };
+        let spec = GpioLineSpec { chip: o.chip.clone(), line: o.line.clone(), active_low: o.active_low };
+        outputs.push(LabelOutput { label, mode, line: request_line(config, &key, spec, &g.consumer)? });
+    }
+    let single = |key: &str, c: &Option<crate::config::GpioLineConfig>| -> Result<Option<OutputLine>, Error> {
+        c.as_ref()
+            .map(|c| {
+                let spec = GpioLineSpec { chip: c.chip.clone(), line: c.line.clone(), active_low: c.active_low };
+                request_line(config, key, spec, &g.consumer)
+            })
+            .transpose()
+    };
+    let heartbeat = single("gpio.heartbeat", &g.heartbeat)?;
+    let fault = single("gpio.fault", &g.fault)?;
+    Ok(Some(GpioLines { outputs, heartbeat, fault }))
+}
+
+/// Merge a bundle's and (optionally) a config's thresholds into rules, with
+/// the config's `[model] thresholds` file, if any, between the two.
 pub fn rules_for(bundle: &Bundle, config: Option<&Config>) -> Result<Vec<LabelRule>, Error> {
+    rules_with(bundle, config.and_then(|c| c.thresholds_file.as_ref()), config)
+}
+
+/// Merge thresholds in precedence order: the bundle's manifest, then a
+/// thresholds file, then a config's own `[thresholds]` (see [`thresholds`]).
+pub fn rules_with(
+    bundle: &Bundle,
+    file: Option<&ThresholdsFile>,
+    config: Option<&Config>,
+) -> Result<Vec<LabelRule>, Error> {
     let mut layers = vec![ThresholdsLayer { spec: &bundle.thresholds, file: &bundle.manifest, prefix: "thresholds" }];
+    if let Some(f) = file {
+        layers.push(ThresholdsLayer { spec: &f.spec, file: &f.file, prefix: "thresholds" });
+    }
     if let Some(c) = config {
         layers.push(ThresholdsLayer { spec: &c.thresholds, file: &c.file, prefix: "thresholds" });
     }
@@ -55,19 +137,28 @@ pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
             )?)
         }
     };
-    Ok(Prepared { config, bundle, engine, rules, source })
+    let gpio = request_gpio(&config, &bundle)?;
+    Ok(Prepared { config, bundle, engine, rules, source, gpio })
 }
 
 impl Prepared {
     /// Open the sinks and assemble the pipeline.
     pub fn into_pipeline(self, stop: StopFlag, started: Instant) -> Pipeline {
+        let health = Arc::new(Health::default());
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if self.config.stdout.enabled {
             sinks.push(Box::new(StdoutSink::stdout(self.config.stdout.format)));
         }
+        let mut console = None;
         if let Some(s) = &self.config.serial {
-            sinks.push(Box::new(SerialSink::start(s.device.get_ref(), *s.baud.get_ref(), s.format)));
+            let (tx, rx) = crossbeam_channel::bounded(16);
+            console = Some(rx);
+            sinks.push(Box::new(SerialSink::start(s.device.get_ref(), *s.baud.get_ref(), s.format, Some(tx))));
         }
+        if let Some(g) = self.gpio {
+            sinks.push(Box::new(GpioSink::start(g.outputs, g.heartbeat, g.fault, Arc::clone(&health))));
+        }
+        let thresholds_file = self.config.thresholds_file.as_ref().map(|f| f.file.path.clone());
         let status_interval = self.config.status_interval();
         let workers = *self.config.model.workers.get_ref();
         let engine: Arc<dyn InferenceEngine> = self.engine;
@@ -81,6 +172,9 @@ impl Prepared {
             status_interval,
             stop,
             started,
+            console,
+            thresholds_file,
+            health,
         }
     }
 }

@@ -26,6 +26,40 @@ pub struct ModelSection {
     /// Inference worker threads (default 1).
     #[serde(default = "default_workers")]
     pub workers: Spanned<usize>,
+    /// A thresholds file (e.g. from `vigil calibrate --output`) layered between
+    /// the manifest's `[thresholds]` and this config's.
+    #[serde(default)]
+    pub thresholds: Option<Spanned<String>>,
+}
+
+/// A thresholds file: TOML holding only a `[thresholds]` table, in the same
+/// format as a manifest's or a run config's (written by `vigil calibrate --output`).
+#[derive(Debug, Clone)]
+pub struct ThresholdsFile {
+    /// The file, for messages pointing into it.
+    pub file: TomlFile,
+    /// Its `[thresholds]` table.
+    pub spec: ThresholdsSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdsFileToml {
+    #[serde(default)]
+    thresholds: ThresholdsSpec,
+}
+
+impl ThresholdsFile {
+    /// Read and parse `path`; its labels are checked when layered ([`crate::thresholds::resolve`]).
+    pub fn load(path: &std::path::Path) -> Result<ThresholdsFile, SettingsError> {
+        ThresholdsFile::from_file(TomlFile::read(path)?)
+    }
+
+    /// Parse an already-read file.
+    pub fn from_file(file: TomlFile) -> Result<ThresholdsFile, SettingsError> {
+        let t: ThresholdsFileToml = file.parse()?;
+        Ok(ThresholdsFile { file, spec: t.thresholds })
+    }
 }
 
 fn default_variant() -> Variant {
@@ -104,6 +138,75 @@ fn text_format() -> LineFormat {
     LineFormat::Text
 }
 
+/// Where a GPIO line is, in the config: chip and line, as in [`crate::sink::GpioLineSpec`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioLineConfig {
+    /// `/dev/gpiochip0`, `gpiochip0`, or a chip label such as `pinctrl-rp1`.
+    pub chip: String,
+    /// Line offset (`17`) or name (`"GPIO17"`).
+    pub line: crate::sink::LineRef,
+    /// The line is active when low.
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+/// How a label's line follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GpioMode {
+    /// Active while the label is on.
+    #[default]
+    Level,
+    /// A pulse of `pulse_ms` each time the label switches on.
+    Pulse,
+}
+
+/// `[[gpio.outputs]]`: one label's line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioOutputConfig {
+    /// The label (as in the model's labels).
+    pub label: Spanned<String>,
+    /// Chip path, name or label.
+    pub chip: String,
+    /// Line offset or name.
+    pub line: crate::sink::LineRef,
+    /// The line is active when low.
+    #[serde(default)]
+    pub active_low: bool,
+    /// `level` (default) or `pulse`.
+    #[serde(default)]
+    pub mode: GpioMode,
+    /// Pulse length in ms (mode `pulse`; default 200).
+    #[serde(default = "default_pulse_ms")]
+    pub pulse_ms: Spanned<u64>,
+}
+
+fn default_pulse_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 200)
+}
+
+/// `[gpio]`: label lines, heartbeat and fault.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioSection {
+    /// Consumer name shown by `gpioinfo` (default `vigil`).
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// Toggles every 0.5 s while frames flow.
+    pub heartbeat: Option<GpioLineConfig>,
+    /// Active while the camera is lost or inference fails.
+    pub fault: Option<GpioLineConfig>,
+    /// One line per label.
+    #[serde(default)]
+    pub outputs: Vec<GpioOutputConfig>,
+}
+
+fn default_consumer() -> String {
+    "vigil".into()
+}
+
 /// `[status]`: the periodic status line.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +240,7 @@ struct ConfigFile {
     #[serde(default)]
     stdout: StdoutSection,
     serial: Option<SerialSection>,
+    gpio: Option<GpioSection>,
     #[serde(default)]
     status: StatusSection,
 }
@@ -156,10 +260,14 @@ pub struct Config {
     pub source_path: Option<PathBuf>,
     /// `[thresholds]`: overrides the bundle's.
     pub thresholds: ThresholdsSpec,
+    /// `[model] thresholds`: a thresholds file between the bundle's and this config's.
+    pub thresholds_file: Option<ThresholdsFile>,
     /// `[stdout]`.
     pub stdout: StdoutSection,
     /// `[serial]`.
     pub serial: Option<SerialSection>,
+    /// `[gpio]`.
+    pub gpio: Option<GpioSection>,
     /// `[status]`.
     pub status: StatusSection,
 }
@@ -178,6 +286,23 @@ impl Config {
                 format!("model bundle `{}` not found: expected a directory holding model.toml", bundle_dir.display()),
             ));
         }
+        let thresholds_file = match &c.model.thresholds {
+            Some(t) => {
+                let path = file.resolve(t.get_ref());
+                if !path.is_file() {
+                    return Err(file.error_at(
+                        t.span(),
+                        "model.thresholds",
+                        format!(
+                            "thresholds file `{}` not found: expected a TOML file with a [thresholds] table (paths are relative to this config)",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(ThresholdsFile::load(&path)?)
+            }
+            None => None,
+        };
         let workers = *c.model.workers.get_ref();
         if workers == 0 || workers > MAX_WORKERS {
             return Err(file.error_at(
@@ -240,8 +365,10 @@ impl Config {
             source: c.source,
             source_path,
             thresholds: c.thresholds,
+            thresholds_file,
             stdout: c.stdout,
             serial: c.serial,
+            gpio: c.gpio,
             status: c.status,
         })
     }

@@ -13,9 +13,12 @@ pub mod bench;
 pub mod bundle;
 pub mod classify;
 pub mod config;
+pub mod console;
 pub mod decide;
 pub mod engine;
+pub mod evaluate;
 pub mod frame;
+pub mod monitor;
 pub mod pipeline;
 pub mod preprocess;
 pub mod protocol;
@@ -38,6 +41,9 @@ pub enum Error {
     /// The frame source could not be set up.
     #[error(transparent)]
     Source(#[from] source::SourceError),
+    /// `vigil eval` / `vigil calibrate`: a refused labelled set, unreadable images, a failed write.
+    #[error(transparent)]
+    Eval(#[from] evaluate::EvalError),
     /// Anything else that failed while running.
     #[error("{0}")]
     Runtime(String),
@@ -57,6 +63,7 @@ impl Error {
             Error::Settings(_) | Error::Source(_) => EXIT_CONFIG,
             Error::Engine(engine::EngineError::Run(_)) => EXIT_RUNTIME,
             Error::Engine(_) => EXIT_CONFIG,
+            Error::Eval(e) => e.exit_code(),
             Error::Runtime(_) => EXIT_RUNTIME,
         }
     }

@@ -3,9 +3,11 @@
 //! the [`LabelRule`]s the decide stage runs.
 //!
 //! Precedence, field by field (later wins): built-in defaults, the manifest's
-//! `default`, the config's `default`, the manifest's per-label entry, the
-//! config's per-label entry. Specific beats general; the deployment's config
-//! beats the model's manifest at the same level.
+//! `default`, the thresholds file's `default` (a run config's `[model]
+//! thresholds`, e.g. from `vigil calibrate --output`), the config's `default`,
+//! the manifest's per-label entry, the thresholds file's per-label entry, the
+//! config's per-label entry. Specific beats general; at the same level the
+//! deployment (config) beats the calibration file, which beats the model's manifest.
 
 use std::collections::BTreeMap;
 
