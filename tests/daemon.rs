@@ -249,6 +249,11 @@ fn openpty() -> Pty {
     let (mut m, mut s) = (0, 0);
     let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(rc, 0, "openpty");
+    // Not inherited by the daemons tests spawn (here or on other test threads): a child holding
+    // the master open would keep a "vanished" port alive.
+    for fd in [m, s] {
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }.to_string_lossy().into_owned();
     Pty {
         master: unsafe { std::fs::File::from_raw_fd(m) },
@@ -461,11 +466,147 @@ fn serial_console_commands_and_threshold_changes() {
     send(&writer, "watch off\r");
     reader.wait_for(slow, "watch off reply", |l| l.starts_with("$VGRPL,watch,OK,off"));
 
-    // Not covered yet: the port vanishing and coming back (see the closing note of issue 4).
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     drop(reader.finish());
+}
+
+/// A USB serial adapter unplugged and plugged back in: the device node vanishes (the pty's
+/// master closes, so the daemon's reads and writes fail), then a new one appears under the
+/// same name (the symlink is pointed at a second pty, as udev's /dev/serial/by-id links do).
+/// The daemon must reopen it by itself, keep deciding frames meanwhile, log the outage once
+/// rather than per attempt, and answer commands on the new port.
+#[test]
+fn serial_port_that_vanishes_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyUSB-vigil");
+    let first = openpty();
+    std::os::unix::fs::symlink(&first.slave_path, &link).unwrap();
+    let extra = format!(
+        "[stdout]\nenabled = false\n\n[serial]\ndevice = \"{}\"\nbaud = 9600\nformat = \"text\"\n\n[status]\ninterval_s = 0.3\n",
+        link.display()
+    );
+    let text = config_text(&samples(), &extra).replace("fps = 0", "fps = 10\nloop = true");
+    let cfg = write(dir.path(), "c.toml", &text);
+    let log = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
+    let mut child =
+        KillOnDrop(vigil().args(["run", "--config", cfg.to_str().unwrap()]).stderr(Stdio::from(log)).spawn().unwrap());
+    let slow = Duration::from_secs(60); // model loading under emulation
+    let Pty { master, _slave, .. } = first;
+    let reader = PtyReader::start(master);
+    let before = reader.wait_for(slow, "status before the unplug", |l| l.starts_with("$VGSTA,"));
+    let frames_before: u64 = before.split(',').nth(2).unwrap().parse().unwrap();
+
+    // Unplug: close both ends the test holds; the node disappears.
+    drop(reader.finish());
+    drop(_slave);
+    std::fs::remove_file(&link).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Plug back in under the same name.
+    let second = openpty();
+    std::os::unix::fs::symlink(&second.slave_path, &link).unwrap();
+    let Pty { master, _slave, .. } = second;
+    let writer = master.try_clone().unwrap();
+    let reader = PtyReader::start(master);
+    // Lines queued during the outage come first (they waited for the port), then fresh ones:
+    // at 10 fps, 1.5 s away means 15 frames decided meanwhile.
+    let frames = |l: &str| l.split(',').nth(2).unwrap().parse::<u64>().unwrap();
+    reader.wait_for(slow, "fresh status after the replug", |l| {
+        l.starts_with("$VGSTA,") && frames(l) >= frames_before + 15
+    });
+    send(&writer, "status\r");
+    let reply = reader.wait_for(slow, "status reply on the new port", |l| l.starts_with("$VGRPL,status,"));
+    assert!(reply.contains(",OK,"), "{reply}");
+
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    drop(reader.finish());
+    let log = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
+    let outages = log.matches("reopening with backoff").count();
+    assert_eq!(outages, 1, "one warning for the outage, not one per attempt:\n{log}");
+    assert!(log.matches(": open at 9600 baud").count() >= 2, "opened, then reopened:\n{log}");
+}
+
+/// A wire slower than the daemon (nobody reads the far end, as at 9600 baud under a flood of
+/// status lines): inference goes on at full speed, status lines are dropped first, and every
+/// event that does not reach the wire is counted in the stop log line, none silently lost.
+#[test]
+fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let pty = openpty();
+    // A status line every millisecond: ~45 kB/s, far beyond what the unread pty can take.
+    let extra = format!(
+        "[stdout]\nformat = \"json\"\n\n[serial]\ndevice = \"{}\"\nbaud = 9600\nformat = \"text\"\n\n[status]\ninterval_s = 0.001\n",
+        pty.slave_path
+    );
+    let cfg = write(dir.path(), "c.toml", &config_text(&samples(), &extra).replace("fps = 0", "fps = 0\nloop = true"));
+    let log_path = dir.path().join("stderr.txt");
+    let mut child = KillOnDrop(
+        vigil()
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut stdout_events = 0u64;
+    let mut line = String::new();
+    let mut read_event = |stdout: &mut std::io::BufReader<_>| -> Option<Value> {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            return None;
+        }
+        Some(serde_json::from_str(&line).unwrap())
+    };
+    // 200 frames decided while nobody reads the serial line.
+    loop {
+        let v = read_event(&mut stdout).expect("daemon still running");
+        if v["type"] == "event" {
+            stdout_events += 1;
+            if v["seq"].as_u64().unwrap() >= 200 {
+                break;
+            }
+        }
+    }
+    let mut pending: libc::c_int = 0;
+    unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&pty.master), libc::FIONREAD, &mut pending) };
+    // 4095 bytes: the master's line-discipline buffer is full, so the daemon's writes block.
+    assert!(pending >= 4000, "the wire was backed up while frames were decided ({pending} bytes waiting)");
+
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    while let Some(v) = read_event(&mut stdout) {
+        stdout_events += u64::from(v["type"] == "event");
+    }
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let summary = log.lines().find(|l| l.contains("line(s) written; dropped")).unwrap_or_else(|| panic!("{log}"));
+    let count =
+        |after: &str| -> u64 { summary.split(after).next().unwrap().rsplit(' ').next().unwrap().parse().unwrap() };
+    let (status_dropped, events_dropped) = (count(" status/score line(s)"), count(" event/reply line(s)"));
+
+    // Everything that reached the wire, read after the daemon has gone.
+    let mut master = pty.master;
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        wire.extend_from_slice(&buf[..n]);
+    }
+    let wire = String::from_utf8_lossy(&wire);
+    let wire_events = wire.lines().filter(|l| l.starts_with("$VGEVT,")).count() as u64;
+    assert!(status_dropped > 100, "status lines went first: {summary}");
+    assert_eq!(
+        wire_events + events_dropped,
+        stdout_events,
+        "every event is on the wire or counted as dropped: {summary}"
+    );
 }
 
 /// A daemon that must not outlive a failed test.

@@ -173,6 +173,15 @@ impl Sink for SerialSink {
         self.shared.ready.notify_all();
         if let Some(io) = self.io.take() {
             let _ = io.join();
+            let st = &self.shared.stats;
+            log::info!(
+                "serial {}: {} line(s) written; dropped {} status/score line(s) and {} event/reply line(s); opened {} time(s)",
+                self.shared.device,
+                st.written.load(Ordering::Relaxed),
+                st.dropped_status.load(Ordering::Relaxed),
+                st.dropped_events.load(Ordering::Relaxed),
+                st.opens.load(Ordering::Relaxed),
+            );
         }
     }
 }

