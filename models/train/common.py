@@ -63,8 +63,9 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def metrics(y: np.ndarray, p: np.ndarray, thresholds, labels) -> dict:
-    """y: [N,L] {0,1}; p: [N,L] probabilities; thresholds: per-label 'on' values."""
+def metrics(y: np.ndarray, p: np.ndarray, thresholds, labels, acc_threshold=None) -> dict:
+    """y: [N,L] {0,1}; p: [N,L] probabilities; thresholds: per-label 'on' values;
+    acc_threshold: an extra threshold for label 0 (e.g. the one maximising validation accuracy)."""
     from sklearn.metrics import f1_score, hamming_loss
 
     t = np.asarray(thresholds, dtype=np.float64)
@@ -74,6 +75,8 @@ def metrics(y: np.ndarray, p: np.ndarray, thresholds, labels) -> dict:
     return {
         "accuracy_defective": round(float((pred[:, 0] == yi[:, 0]).mean()), 4),
         "accuracy_defective_at_0.5": round(float(((p[:, 0] >= 0.5) == yi[:, 0]).mean()), 4),
+        **({"accuracy_defective_at_acc_threshold": round(float(((p[:, 0] >= acc_threshold) == yi[:, 0]).mean()), 4),
+            "acc_threshold": acc_threshold} if acc_threshold is not None else {}),
         "ap": {l: round(a, 4) for l, a in zip(labels, aps)},
         "map": round(float(np.mean(aps)), 4),
         "f1": {l: round(float(f1_score(yi[:, j], pred[:, j], zero_division=0)), 4) for j, l in enumerate(labels)},
