@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod classify;
 pub mod config;
 pub mod console;
+pub mod convert;
 pub mod decide;
 pub mod engine;
 pub mod evaluate;

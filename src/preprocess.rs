@@ -12,7 +12,8 @@ use fast_image_resize as fr;
 use image::{ImageDecoder, ImageReader, Limits};
 
 use crate::bundle::{Channels, InputSpec, Layout};
-use crate::frame::{Frame, PixelFormat};
+use crate::convert::YuvConverter;
+use crate::frame::{Frame, PixelFormat, YuvColour};
 
 /// Largest frame side vigil decodes; bigger headers are refused before any allocation.
 pub const MAX_SIDE: u32 = 8192;
@@ -43,7 +44,7 @@ pub enum PreprocessError {
 /// Time spent in each part of preprocessing one frame.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PreprocessTimes {
-    /// Decoding JPEG/PNG (zero for raw frames).
+    /// Decoding JPEG/PNG, or converting YUV (zero for RGB and grey frames).
     pub decode: Duration,
     /// Channel conversion, resize and normalisation.
     pub prepare: Duration,
@@ -66,6 +67,8 @@ pub struct Preprocessor {
     resized: Vec<u8>,
     resizer: fr::Resizer,
     resize_options: fr::ResizeOptions,
+    /// Tables for the last YUV colour description seen.
+    yuv: YuvConverter,
     /// Per channel: value for each of the 256 pixel levels.
     lut: Vec<[f32; 256]>,
 }
@@ -89,6 +92,7 @@ impl Preprocessor {
             // Bilinear with the support widened when shrinking, as Pillow's BILINEAR (what the
             // bundles' Python tooling uses): results within 1-2 levels of Pillow's.
             resize_options: fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
+            yuv: YuvConverter::new(YuvColour::default()),
             lut,
         }
     }
@@ -99,9 +103,8 @@ impl Preprocessor {
         let t0 = Instant::now();
         let pixels = match frame.format {
             PixelFormat::Encoded => self.decode(&frame.data)?,
-            PixelFormat::Rgb24 | PixelFormat::Grey => {
-                let channels = if frame.format == PixelFormat::Rgb24 { 3 } else { 1 };
-                let expected = frame.width as usize * frame.height as usize * channels;
+            raw => {
+                let expected = raw.frame_len(frame.width, frame.height).expect("raw formats have a size");
                 if frame.data.len() != expected || frame.width == 0 || frame.height == 0 {
                     return Err(PreprocessError::WrongSize {
                         got: frame.data.len(),
@@ -110,13 +113,22 @@ impl Preprocessor {
                         height: frame.height,
                     });
                 }
+                if raw.is_yuv() {
+                    self.convert_yuv(frame);
+                }
+                let channels = match raw {
+                    PixelFormat::Rgb24 => 3,
+                    PixelFormat::Grey => 1,
+                    _ => self.spec.channels.count(),
+                };
                 Pixels { width: frame.width, height: frame.height, channels, bytes_per_sample: 1 }
             }
         };
         let t1 = Instant::now();
+        // Decoded and YUV-converted pixels are in `decoded`; RGB and grey frames are used as they are.
         let source: &[u8] = match frame.format {
-            PixelFormat::Encoded => &self.decoded,
-            _ => &frame.data,
+            PixelFormat::Rgb24 | PixelFormat::Grey => &frame.data,
+            _ => &self.decoded,
         };
         let wanted = self.spec.channels.count();
         let model_ready = pixels.channels == wanted && pixels.bytes_per_sample == 1;
@@ -139,6 +151,17 @@ impl Preprocessor {
     /// The model-size pixels of the last frame (RGB or grey), for debugging and tests.
     pub fn resized_pixels(&self) -> &[u8] {
         &self.resized
+    }
+
+    /// YUV straight to the model's channels (RGB, or grey from Y alone) in `decoded`.
+    fn convert_yuv(&mut self, frame: &Frame) {
+        if self.yuv.colour() != frame.colour {
+            self.yuv = YuvConverter::new(frame.colour);
+        }
+        match self.spec.channels {
+            Channels::Rgb => self.yuv.to_rgb(frame.format, frame.width, frame.height, &frame.data, &mut self.decoded),
+            Channels::Grey => self.yuv.to_grey(frame.format, frame.width, frame.height, &frame.data, &mut self.decoded),
+        }
     }
 
     fn decode(&mut self, data: &[u8]) -> Result<Pixels, PreprocessError> {
