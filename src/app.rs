@@ -7,13 +7,17 @@ use std::time::Instant;
 
 use crate::Error;
 use crate::bundle::Bundle;
-use crate::config::{Config, SourceKind, ThresholdsFile};
+use crate::config::{Config, OnEnd, SourceFormat, SourceKind, ThresholdsFile};
 use crate::decide::{Decider, LabelRule};
 use crate::engine::{InferenceEngine, TractEngine};
+use crate::frame::YuvColour;
 use crate::pipeline::Pipeline;
 use crate::sink::gpio::OutputLine;
 use crate::sink::{GpioLineSpec, GpioSink, LabelOutput, OutputMode, SerialSink, Sink, StdoutSink};
-use crate::source::{FilesSource, FrameSource};
+use crate::source::live::Capture;
+use crate::source::pipe::{PipeCapture, PipeSpec, StreamFormat};
+use crate::source::v4l2::{V4l2Capture, V4l2Spec, Want};
+use crate::source::{FilesSource, FrameSource, LiveSource, SourceError};
 use crate::stats::Health;
 use crate::stop::StopFlag;
 use crate::thresholds::{self, ThresholdsLayer};
@@ -32,6 +36,8 @@ pub struct Prepared {
     pub source: Box<dyn FrameSource>,
     /// GPIO lines, requested (and so checked) at start.
     pub gpio: Option<GpioLines>,
+    /// Live health (source lost, engine failing), shared with the pipeline and fault outputs.
+    pub health: Arc<Health>,
 }
 
 /// The requested GPIO lines of a config's `[gpio]`.
@@ -126,25 +132,69 @@ pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
     let bundle = Bundle::load(&config.bundle_dir)?;
     let rules = rules_for(&bundle, Some(&config))?;
     let engine = Arc::new(TractEngine::load(&bundle, config.model.variant)?);
-    let source: Box<dyn FrameSource> = match config.source.kind {
+    let health = Arc::new(Health::default());
+    let source = open_source(&config, &bundle, &health, started)?;
+    let gpio = request_gpio(&config, &bundle)?;
+    Ok(Prepared { config, bundle, engine, rules, source, gpio, health })
+}
+
+/// The frame source `config` names. Live sources (pipe, V4L2) open here, so a
+/// camera that cannot do what the config asks is refused at start; one that is
+/// merely absent is retried in the background.
+fn open_source(
+    config: &Config,
+    bundle: &Bundle,
+    health: &Arc<Health>,
+    started: Instant,
+) -> Result<Box<dyn FrameSource>, Error> {
+    let s = &config.source;
+    let capture: Box<dyn Capture> = match s.kind {
         SourceKind::Files => {
             let path = config.source_path.as_ref().expect("files source has a path");
-            Box::new(FilesSource::new(
-                &path.to_string_lossy(),
-                *config.source.fps.get_ref(),
-                config.source.looped,
-                started,
-            )?)
+            return Ok(Box::new(FilesSource::new(&path.to_string_lossy(), *s.fps.get_ref(), s.looped, started)?));
+        }
+        SourceKind::Pipe => {
+            let format = *s.format.as_ref().expect("checked: pipe has a format").get_ref();
+            let path =
+                config.source_path.as_ref().map_or_else(|| "-".to_string(), |p| p.to_string_lossy().into_owned());
+            Box::new(PipeCapture::new(PipeSpec {
+                path,
+                format: match format {
+                    SourceFormat::Mjpeg => StreamFormat::Mjpeg,
+                    SourceFormat::Y4m => StreamFormat::Y4m,
+                    raw => StreamFormat::Raw(raw.raw().expect("checked: pipe format is raw, mjpeg or y4m")),
+                },
+                width: s.width.as_ref().map_or(0, |w| *w.get_ref()),
+                height: s.height.as_ref().map_or(0, |h| *h.get_ref()),
+                colour: YuvColour { matrix: s.matrix.unwrap_or_default(), range: s.range.unwrap_or_default() },
+                reopen_at_end: s.on_end == OnEnd::Reopen,
+            }))
+        }
+        SourceKind::V4l2 => {
+            let device = s.device.as_ref().expect("checked: v4l2 has a device").get_ref().clone();
+            let format = s.format.as_ref().map(|f| *f.get_ref()).filter(|f| *f != SourceFormat::Auto);
+            let size = s.width.as_ref().zip(s.height.as_ref()).map(|(w, h)| (*w.get_ref(), *h.get_ref()));
+            let fps = *s.fps.get_ref();
+            Box::new(V4l2Capture::new(V4l2Spec {
+                device,
+                want: Want {
+                    format: format.map(|f| f.name().to_string()),
+                    size,
+                    model: (bundle.input.width, bundle.input.height),
+                },
+                fps: (fps > 0.0).then(|| fps.round() as u32),
+            }))
         }
     };
-    let gpio = request_gpio(&config, &bundle)?;
-    Ok(Prepared { config, bundle, engine, rules, source, gpio })
+    let live = LiveSource::start(capture, config.watchdog(), Arc::clone(health), started)
+        .map_err(|e| SourceError::Open(e.to_string()))?;
+    Ok(Box::new(live))
 }
 
 impl Prepared {
     /// Open the sinks and assemble the pipeline.
     pub fn into_pipeline(self, stop: StopFlag, started: Instant) -> Pipeline {
-        let health = Arc::new(Health::default());
+        let health = self.health;
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if self.config.stdout.enabled {
             sinks.push(Box::new(StdoutSink::stdout(self.config.stdout.format)));

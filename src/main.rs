@@ -96,6 +96,11 @@ Runs until interrupted. Corrupt lines are reported and counted; the port is reop
         #[arg(long, default_value_t = 115_200)]
         baud: u32,
     },
+    /// List V4L2 cameras with the formats and frame sizes they offer.
+    #[command(after_help = "Example:\n  vigil cameras\n\n\
+Use a device path (or its stable /dev/v4l/by-id link) as [source] device, with kind = \"v4l2\".\n\
+Raspberry Pi CSI cameras on Bookworm give raw Bayer here: use a pipe source (docs/cameras.md).")]
+    Cameras,
     /// Show a bundle's optimised tract graph: every node's op and types, and a count per op.
     #[command(after_help = "Example:\n  vigil inspect --model models/mobilenetv2-imagenet --variant int8\n\n\
 An INT8 model that runs on integer kernels shows OptMatMul nodes with I8/U8 inputs; one that tract runs in float shows only F32 matmuls.")]
@@ -259,7 +264,14 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
                 prepared.bundle.provenance.licence
             );
             println!("model: {}", prepared.engine.describe());
-            println!("source: {}", prepared.source.describe());
+            if prepared.health.source_lost.load(std::sync::atomic::Ordering::Relaxed) {
+                println!(
+                    "source: {} NOT AVAILABLE now (a run keeps retrying; see the warning above)",
+                    prepared.source.describe()
+                );
+            } else {
+                println!("source: {}", prepared.source.describe());
+            }
             if let Some(t) = &prepared.config.thresholds_file {
                 println!("thresholds: {} (between the bundle's and this config's)", t.file.path.display());
             }
@@ -319,6 +331,19 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             Ok(if failed > 0 { EXIT_RUNTIME } else { EXIT_OK })
         }
         Command::Monitor { port, baud } => monitor(&port, baud),
+        Command::Cameras => {
+            let cameras = vigil::source::v4l2::list_cameras();
+            if cameras.is_empty() {
+                println!("no V4L2 capture devices found (/dev/video*)");
+            }
+            for c in cameras {
+                println!("{}: {} ({})", c.path.display(), c.card, c.driver);
+                for f in &c.formats {
+                    println!("  {}", vigil::source::v4l2::describe_offer(f));
+                }
+            }
+            Ok(EXIT_OK)
+        }
         Command::Inspect { model, variant, nodes } => {
             let bundle = Bundle::load(&model)?;
             let engine = TractEngine::load(&bundle, variant.into())?;

@@ -18,13 +18,15 @@ pub fn describe(line: &str) -> Result<String, String> {
                 v["score"]
             ),
             Some("status") => format!(
-                "STATUS up {} s  frames {}  {} fps  infer p50 {} ms p99 {} ms  dropped {}  on: {}",
+                "STATUS up {} s  frames {}  {} fps  infer p50 {} ms p99 {} ms  dropped {}  source {} ({} outages)  on: {}",
                 v["uptime_s"],
                 v["frames"],
                 v["fps"],
                 v["infer_ms_p50"],
                 v["infer_ms_p99"],
                 v["dropped"],
+                v["source"].as_str().unwrap_or("?"),
+                v["outages"],
                 v["labels_on"]
             ),
             _ => format!("{v}"),
@@ -35,8 +37,8 @@ pub fn describe(line: &str) -> Result<String, String> {
         ["VGEVT", seq, t, label, state, score] => {
             format!("EVENT  frame {seq:>6}  t={t:>8} ms  {label:<24} {state:<3} score {score}")
         }
-        ["VGSTA", up, frames, fps, p50, p99, dropped, on] => format!(
-            "STATUS up {up} s  frames {frames}  {fps} fps  infer p50 {p50} ms p99 {p99} ms  dropped {dropped}  on: {}",
+        ["VGSTA", up, frames, fps, p50, p99, dropped, source, outages, on] => format!(
+            "STATUS up {up} s  frames {frames}  {fps} fps  infer p50 {p50} ms p99 {p99} ms  dropped {dropped}  source {source} ({outages} outages)  on: {}",
             if on.is_empty() { "-" } else { on }
         ),
         ["VGRPL", rest @ ..] => format!("REPLY  {}", rest.join("  ")),
@@ -60,7 +62,7 @@ mod tests {
     #[test]
     fn formats_json_lines() {
         let s = describe(
-            r#"{"type":"status","uptime_s":1.0,"frames":3,"fps":2.0,"infer_ms_p50":1.0,"infer_ms_p99":2.0,"dropped":0,"labels_on":[]}"#,
+            r#"{"type":"status","uptime_s":1.0,"frames":3,"fps":2.0,"infer_ms_p50":1.0,"infer_ms_p99":2.0,"dropped":0,"source":"ok","outages":0,"labels_on":[]}"#,
         );
         assert!(s.unwrap().starts_with("STATUS"));
     }

@@ -452,6 +452,8 @@ impl DecideLoop<'_> {
             infer_ms_p50: round(self.latencies.quantile(0.5), 2),
             infer_ms_p99: round(self.latencies.quantile(0.99), 2),
             dropped: self.counters.dropped(),
+            source: if self.health.source_lost.load(Ordering::Relaxed) { "lost" } else { "ok" },
+            outages: self.health.source_outages.load(Ordering::Relaxed),
             labels_on,
         }
     }
@@ -508,6 +510,8 @@ impl DecideLoop<'_> {
                         .field(format_args!("infer_ms_p50={:.1}", s.infer_ms_p50))
                         .field(format_args!("infer_ms_p99={:.1}", s.infer_ms_p99))
                         .field(format_args!("dropped={}", s.dropped))
+                        .field(format_args!("source={}", s.source))
+                        .field(format_args!("outages={}", s.outages))
                         .field(format_args!("labels_on={on}"));
                 })
             }

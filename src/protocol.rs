@@ -51,6 +51,10 @@ pub struct StatusLine<'a> {
     pub infer_ms_p99: f64,
     /// Frames dropped since the start (unreadable, corrupt, stale, failed).
     pub dropped: u64,
+    /// `ok` while the source delivers frames, `lost` while the camera or stream is gone.
+    pub source: &'static str,
+    /// Times the source was lost since the start.
+    pub outages: u64,
     /// Labels currently on.
     pub labels_on: &'a [&'a str],
 }
@@ -137,8 +141,15 @@ pub fn write_status(out: &mut Vec<u8>, format: LineFormat, s: &StatusLine<'_>) {
             let start = out.len();
             let _ = write!(
                 out,
-                "$VGSTA,{:.0},{},{:.1},{:.1},{:.1},{},",
-                s.uptime_s, s.frames, s.fps, s.infer_ms_p50, s.infer_ms_p99, s.dropped
+                "$VGSTA,{:.0},{},{:.1},{:.1},{:.1},{},{},{},",
+                s.uptime_s,
+                s.frames,
+                s.fps,
+                s.infer_ms_p50,
+                s.infer_ms_p99,
+                s.dropped,
+                if s.source == "ok" { "OK" } else { "LOST" },
+                s.outages
             );
             for (i, l) in s.labels_on.iter().enumerate() {
                 if i > 0 {
@@ -232,6 +243,8 @@ mod tests {
             infer_ms_p50: 10.0,
             infer_ms_p99: 12.0,
             dropped: 1,
+            source: "lost",
+            outages: 2,
             labels_on: &labels,
         };
         write_status(&mut s, LineFormat::Json, &st);
@@ -239,5 +252,10 @@ mod tests {
         assert_eq!(v["type"], "status");
         assert_eq!(v["labels_on"][0], "cat");
         assert_eq!(v["dropped"], 1);
+        assert_eq!((v["source"].as_str(), v["outages"].as_u64()), (Some("lost"), Some(2)));
+        s.clear();
+        write_status(&mut s, LineFormat::Text, &st);
+        let fields = parse_text_line(std::str::from_utf8(&s).unwrap()).unwrap();
+        assert_eq!(fields[7..], ["LOST", "2", "cat"]);
     }
 }

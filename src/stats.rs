@@ -13,6 +13,8 @@ pub struct Health {
     pub frames: AtomicU64,
     /// The camera (source) is lost.
     pub source_lost: AtomicBool,
+    /// Times the source was lost since the start.
+    pub source_outages: AtomicU64,
     /// The last inference failed.
     pub engine_failing: AtomicBool,
 }

@@ -84,6 +84,49 @@ fn missing_files_are_refused() {
     refused(&text, &["bad.toml:2:10", "model.bundle", "not found"]);
 }
 
+/// A config whose `[source]` is `source` (everything else as in `config_text`).
+fn with_source(source: &str) -> String {
+    format!("[model]\nbundle = \"{}\"\n\n[source]\n{source}", default_bundle().display())
+}
+
+#[test]
+fn source_keys_are_checked_for_their_kind() {
+    refused(&with_source("kind = \"pipe\"\npath = \"-\"\n"), &["source.format", "missing", "i420, nv12"]);
+    refused(
+        &with_source("kind = \"pipe\"\npath = \"-\"\nformat = \"nv12\"\n"),
+        &["source.width", "raw `nv12` pipe needs `width` and `height`"],
+    );
+    refused(
+        &with_source("kind = \"pipe\"\npath = \"-\"\nformat = \"mjpeg\"\non_end = \"reopen\"\n"),
+        &["source.on_end", "standard input cannot be reopened"],
+    );
+    refused(&with_source("kind = \"v4l2\"\n"), &["source.device", "missing", "vigil cameras"]);
+    refused(
+        &with_source("kind = \"v4l2\"\ndevice = \"/dev/video0\"\nformat = \"y4m\"\n"),
+        &["bad.toml:7:10", "source.format", "`y4m` is a pipe format"],
+    );
+    refused(
+        &with_source(&format!("kind = \"files\"\npath = \"{}\"\ndevice = \"/dev/video0\"\n", samples().display())),
+        &["bad.toml:7:10", "source.device", "does not apply to a files source (v4l2 only)"],
+    );
+    refused(
+        &with_source("kind = \"pipe\"\npath = \"-\"\nformat = \"y4m\"\nwatchdog_s = 0\n"),
+        &["source.watchdog_s", "at least 0.1"],
+    );
+}
+
+/// A camera that is not plugged in is not a config error: the daemon would start with the
+/// source lost and keep trying; `check` says so.
+#[test]
+fn absent_camera_is_reported_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &with_source("kind = \"v4l2\"\ndevice = \"/dev/video-not-plugged-in\"\n"));
+    let out = vigil_output(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("source: V4L2 /dev/video-not-plugged-in NOT AVAILABLE now"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not available at start"), "{}", stderr(&out));
+}
+
 #[test]
 fn toml_syntax_error_is_refused() {
     refused("[model\nbundle = 1\n", &["bad.toml:1:"]);
@@ -317,7 +360,8 @@ fn serial_text_lines_carry_valid_checksums() {
             }
             "VGSTA" => {
                 statuses += 1;
-                assert_eq!(fields.len(), 8, "{line}");
+                assert_eq!(fields.len(), 10, "{line}");
+                assert_eq!((fields[7], fields[8]), ("OK", "0"), "files never go missing: {line}");
             }
             other => panic!("unknown sentence {other}"),
         }

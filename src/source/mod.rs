@@ -1,8 +1,12 @@
 //! Frame sources: where frames come from. Each source fills pooled [`Frame`]s.
 
 pub mod files;
+pub mod live;
+pub mod pipe;
+pub mod v4l2;
 
 pub use files::FilesSource;
+pub use live::LiveSource;
 
 use crate::frame::Frame;
 use crate::stop::StopFlag;
@@ -34,6 +38,9 @@ pub enum SourceError {
         /// Why it was refused.
         source: glob::PatternError,
     },
+    /// A pipe or camera cannot be used as configured (unsupported format or size).
+    #[error("source: {0}")]
+    Open(String),
     /// Reading a directory failed.
     #[error("source `{path}`: {source}")]
     Io {

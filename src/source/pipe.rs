@@ -1,0 +1,423 @@
+//! Frames from a pipe: stdin, a FIFO or a file, written by `rpicam-vid`,
+//! `gst-launch-1.0 ... ! fdsink`, `ffmpeg` or any program (docs/cameras.md).
+//!
+//! Stream formats: raw frames of a configured size (I420, NV12, YUYV, RGB24,
+//! grey) back to back; MJPEG (JPEG images back to back, split on the JPEG
+//! marker structure, not on a byte count); and YUV4MPEG2 (Y4M: a header line
+//! giving the size, then `FRAME` lines, each followed by an I420 or grey frame).
+//!
+//! Reads wait with `poll`, so the capture thread notices a stop or a stall; the
+//! read buffer is reused (it grows to hold two frames during warm-up, then
+//! stays). A truncated JPEG, a truncated Y4M frame (detected by the next
+//! `FRAME` marker inside it), a partial frame at the end, or garbage between
+//! JPEGs is reported as a bad frame and the stream re-synchronised.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::live::{Capture, OpenError, Read};
+use crate::frame::{Frame, PixelFormat, Range, YuvColour};
+
+/// Largest encoded frame accepted before the stream is treated as garbage.
+pub const MAX_ENCODED_FRAME: usize = 16 << 20;
+const MAX_Y4M_LINE: usize = 512;
+
+/// What the bytes on the pipe are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// Raw frames of the configured size, back to back.
+    Raw(PixelFormat),
+    /// JPEG images back to back.
+    Mjpeg,
+    /// YUV4MPEG2.
+    Y4m,
+}
+
+/// A pipe source as configured.
+#[derive(Debug, Clone)]
+pub struct PipeSpec {
+    /// A path (FIFO or file), or `-` for standard input.
+    pub path: String,
+    /// The stream format.
+    pub format: StreamFormat,
+    /// Frame size of raw streams.
+    pub width: u32,
+    /// Frame size of raw streams.
+    pub height: u32,
+    /// How YUV samples are to be read (Y4M's `XCOLORRANGE=FULL` overrides the range).
+    pub colour: YuvColour,
+    /// At the end of the stream, reopen and wait for the next writer (FIFO) instead of ending the run.
+    pub reopen_at_end: bool,
+}
+
+/// Reads frames from a pipe.
+pub struct PipeCapture {
+    spec: PipeSpec,
+    fd: Option<OwnedFd>,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// The current JPEG's parse position, relative to `start` (so a frame arriving in
+    /// pieces is scanned once).
+    jpeg: JpegScan,
+    /// Size and layout from the Y4M stream header, once seen.
+    y4m: Option<(PixelFormat, u32, u32, YuvColour)>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct JpegScan {
+    pos: usize,
+    in_entropy: bool,
+}
+
+enum Parsed {
+    Frame,
+    Bad(String),
+    NeedMore,
+}
+
+enum Fill {
+    Data,
+    Timeout,
+    Eof,
+}
+
+impl PipeCapture {
+    /// A capture for `spec`; nothing is opened yet.
+    pub fn new(spec: PipeSpec) -> PipeCapture {
+        PipeCapture {
+            spec,
+            fd: None,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
+            jpeg: JpegScan::default(),
+            y4m: None,
+        }
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Make room and read what the pipe has, waiting until `deadline` at most.
+    fn fill(&mut self, deadline: Instant) -> std::io::Result<Fill> {
+        let Some(fd) = &self.fd else { return Err(std::io::Error::other("not open")) };
+        if self.start > 0 && (self.end == self.buf.len() || self.start == self.end) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let want = (self.buf.len() * 2).max(1 << 16);
+            if want > 2 * MAX_ENCODED_FRAME {
+                return Err(std::io::Error::other("read buffer limit reached"));
+            }
+            self.buf.resize(want, 0);
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Ok(Fill::Timeout);
+            }
+            let room = &mut self.buf[self.end..];
+            let got = unsafe { libc::read(fd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
+            if got > 0 {
+                self.end += got as usize;
+                return Ok(Fill::Data);
+            }
+            if got == 0 {
+                return Ok(Fill::Eof);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock if !left.is_zero() => continue,
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => return Ok(Fill::Timeout),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn parse(&mut self, frame: &mut Frame) -> Parsed {
+        match self.spec.format {
+            StreamFormat::Raw(format) => {
+                let n = format.frame_len(self.spec.width, self.spec.height).expect("raw format");
+                if self.end - self.start < n {
+                    return Parsed::NeedMore;
+                }
+                let (w, h, colour) = (self.spec.width, self.spec.height, self.spec.colour);
+                self.take_frame(frame, n, format, w, h, colour);
+                Parsed::Frame
+            }
+            StreamFormat::Mjpeg => self.parse_jpeg(frame),
+            StreamFormat::Y4m => self.parse_y4m(frame),
+        }
+    }
+
+    /// Move the next `n` bytes into `frame` (reusing its buffer).
+    fn take_frame(&mut self, frame: &mut Frame, n: usize, format: PixelFormat, w: u32, h: u32, colour: YuvColour) {
+        frame.data.clear();
+        frame.data.extend_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        frame.format = format;
+        frame.width = w;
+        frame.height = h;
+        frame.colour = colour;
+        frame.origin = None;
+    }
+
+    /// Skip to the next JPEG start (`FF D8 FF`) after `from`; report what was skipped.
+    fn resync_jpeg(&mut self, from: usize, why: &str) -> Parsed {
+        self.jpeg = JpegScan::default();
+        let data = self.available();
+        let next = memchr::memmem::find(&data[from.min(data.len())..], &[0xFF, 0xD8, 0xFF]).map(|i| i + from);
+        let skipped = match next {
+            Some(i) => i,
+            // Keep the last two bytes: they may begin a marker that is still arriving.
+            None => data.len().saturating_sub(2),
+        };
+        self.start += skipped;
+        Parsed::Bad(format!("{why} ({skipped} bytes skipped to the next JPEG)"))
+    }
+
+    fn parse_jpeg(&mut self, frame: &mut Frame) -> Parsed {
+        let data = &self.buf[self.start..self.end];
+        if data.len() < 3 {
+            return Parsed::NeedMore;
+        }
+        if data[..3] != [0xFF, 0xD8, 0xFF] {
+            return self.resync_jpeg(0, "data between JPEG frames");
+        }
+        let mut scan = if self.jpeg.pos == 0 { JpegScan { pos: 2, in_entropy: false } } else { self.jpeg };
+        loop {
+            if scan.pos >= MAX_ENCODED_FRAME {
+                return self.resync_jpeg(2, "JPEG frame too large or without an end marker");
+            }
+            if scan.in_entropy {
+                // Entropy-coded data: FF is followed by 00 (stuffing) or D0-D7 (restart) inside it.
+                let Some(i) = memchr::memchr(0xFF, &data[scan.pos..]) else {
+                    scan.pos = data.len();
+                    break;
+                };
+                let at = scan.pos + i;
+                let Some(&next) = data.get(at + 1) else {
+                    scan.pos = at;
+                    break;
+                };
+                if next == 0x00 || (0xD0..=0xD7).contains(&next) {
+                    scan.pos = at + 2;
+                    continue;
+                }
+                scan.pos = at;
+                scan.in_entropy = false;
+                continue;
+            }
+            // A marker: FF (FF fill bytes) code [length].
+            if scan.pos + 2 > data.len() {
+                break;
+            }
+            if data[scan.pos] != 0xFF {
+                let at = scan.pos;
+                return self.resync_jpeg(at, "corrupt JPEG: no marker where one belongs");
+            }
+            let code = data[scan.pos + 1];
+            match code {
+                0xFF => scan.pos += 1,
+                0xD9 => {
+                    let n = scan.pos + 2;
+                    self.jpeg = JpegScan::default();
+                    self.take_frame(frame, n, PixelFormat::Encoded, 0, 0, YuvColour::default());
+                    return Parsed::Frame;
+                }
+                0xD8 => {
+                    let at = scan.pos;
+                    self.jpeg = JpegScan::default();
+                    self.start += at;
+                    return Parsed::Bad(format!("truncated JPEG ({at} bytes, a new frame began before its end)"));
+                }
+                0x01 | 0xD0..=0xD7 => scan.pos += 2,
+                _ => {
+                    if scan.pos + 4 > data.len() {
+                        break;
+                    }
+                    let len = usize::from(u16::from_be_bytes([data[scan.pos + 2], data[scan.pos + 3]]));
+                    if len < 2 {
+                        let at = scan.pos;
+                        return self.resync_jpeg(at, "corrupt JPEG: bad segment length");
+                    }
+                    scan.pos += 2 + len;
+                    scan.in_entropy = code == 0xDA;
+                }
+            }
+        }
+        self.jpeg = scan;
+        Parsed::NeedMore
+    }
+
+    fn parse_y4m(&mut self, frame: &mut Frame) -> Parsed {
+        let data = &self.buf[self.start..self.end];
+        let Some(nl) = memchr::memchr(b'\n', &data[..data.len().min(MAX_Y4M_LINE)]) else {
+            if data.len() >= MAX_Y4M_LINE {
+                return self.resync_y4m(1, "no Y4M header or FRAME line");
+            }
+            return Parsed::NeedMore;
+        };
+        let line = &data[..nl];
+        if line.starts_with(b"YUV4MPEG2") {
+            match parse_y4m_header(line, self.spec.colour) {
+                Ok(h) => {
+                    self.y4m = Some(h);
+                    self.start += nl + 1;
+                    return self.parse_y4m(frame);
+                }
+                Err(why) => {
+                    self.y4m = None;
+                    self.start += nl + 1;
+                    return Parsed::Bad(why);
+                }
+            }
+        }
+        if !line.starts_with(b"FRAME") {
+            return self.resync_y4m(1, "lost Y4M frame sync");
+        }
+        let Some((format, w, h, colour)) = self.y4m else {
+            self.start += nl + 1;
+            return Parsed::Bad("Y4M frame before any valid stream header".into());
+        };
+        let n = format.frame_len(w, h).expect("raw format");
+        if data.len() < nl + 1 + n {
+            return Parsed::NeedMore;
+        }
+        // A frame cut short shows as the next FRAME marker inside this frame's bytes.
+        let payload = &data[nl + 1..nl + 1 + n];
+        if let Some(i) = memchr::memmem::find(payload, b"FRAME") {
+            self.start += nl + 1 + i;
+            return Parsed::Bad(format!("truncated Y4M frame ({i} of {n} bytes)"));
+        }
+        self.start += nl + 1;
+        self.take_frame(frame, n, format, w, h, colour);
+        Parsed::Frame
+    }
+
+    fn resync_y4m(&mut self, from: usize, why: &str) -> Parsed {
+        let data = self.available();
+        let skipped = match memchr::memmem::find(&data[from.min(data.len())..], b"FRAME") {
+            Some(i) => i + from,
+            None => data.len().saturating_sub(4),
+        };
+        self.start += skipped;
+        Parsed::Bad(format!("{why} ({skipped} bytes skipped)"))
+    }
+}
+
+/// `YUV4MPEG2 W640 H480 F30:1 Ip A1:1 C420jpeg XCOLORRANGE=LIMITED` → layout, size, colour.
+fn parse_y4m_header(line: &[u8], colour: YuvColour) -> Result<(PixelFormat, u32, u32, YuvColour), String> {
+    let text = String::from_utf8_lossy(line);
+    let (mut w, mut h, mut format, mut colour) = (0u32, 0u32, PixelFormat::I420, colour);
+    for token in text.split_ascii_whitespace().skip(1) {
+        let (tag, value) = token.split_at(1);
+        match tag {
+            "W" => w = value.parse().map_err(|_| format!("bad Y4M width `{token}`"))?,
+            "H" => h = value.parse().map_err(|_| format!("bad Y4M height `{token}`"))?,
+            "C" => {
+                format = match value {
+                    "420" | "420jpeg" | "420paldv" | "420mpeg2" => PixelFormat::I420,
+                    "mono" => PixelFormat::Grey,
+                    other => return Err(format!("Y4M colour space `{other}` not supported (expected 420* or mono)")),
+                }
+            }
+            "X" if value.eq_ignore_ascii_case("COLORRANGE=FULL") => colour.range = Range::Full,
+            "X" if value.eq_ignore_ascii_case("COLORRANGE=LIMITED") => colour.range = Range::Limited,
+            _ => {}
+        }
+    }
+    if w == 0 || h == 0 || w > crate::preprocess::MAX_SIDE || h > crate::preprocess::MAX_SIDE {
+        return Err(format!("bad Y4M frame size {w}x{h}"));
+    }
+    Ok((format, w, h, colour))
+}
+
+impl Capture for PipeCapture {
+    fn open(&mut self) -> Result<(), OpenError> {
+        let fd = if self.spec.path == "-" {
+            let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+            if fd < 0 {
+                return Err(OpenError::Unsupported(format!("stdin: {}", std::io::Error::last_os_error())));
+            }
+            fd
+        } else {
+            let c = std::ffi::CString::new(self.spec.path.as_bytes())
+                .map_err(|_| OpenError::Unsupported(format!("`{}`: path holds a NUL byte", self.spec.path)))?;
+            // Non-blocking: opening a FIFO for reading must not wait for a writer.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(OpenError::Unavailable(format!("{}", std::io::Error::last_os_error())));
+            }
+            fd
+        };
+        self.fd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        // A new writer starts a new stream.
+        (self.start, self.end, self.eof, self.jpeg, self.y4m) = (0, 0, false, JpegScan::default(), None);
+        Ok(())
+    }
+
+    fn read(&mut self, frame: &mut Frame, timeout: Duration) -> Read {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.parse(frame) {
+                Parsed::Frame => return Read::Frame,
+                Parsed::Bad(why) => return Read::Bad(why),
+                Parsed::NeedMore => {}
+            }
+            if self.eof {
+                let left = self.end - self.start;
+                (self.start, self.end, self.jpeg) = (0, 0, JpegScan::default());
+                if left > 0 {
+                    return Read::Bad(format!("{left} bytes of an incomplete frame at the end of the stream"));
+                }
+                return if self.spec.reopen_at_end {
+                    Read::Failed("the writer closed the pipe".into())
+                } else {
+                    Read::End
+                };
+            }
+            match self.fill(deadline) {
+                Ok(Fill::Data) => {}
+                Ok(Fill::Timeout) => return Read::Timeout,
+                Ok(Fill::Eof) => self.eof = true,
+                Err(e) => return Read::Failed(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.fd = None;
+    }
+
+    fn reopen_on_stall(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        let what = match self.spec.format {
+            StreamFormat::Raw(f) => format!("raw {f:?} {}x{}", self.spec.width, self.spec.height),
+            StreamFormat::Mjpeg => "MJPEG".into(),
+            StreamFormat::Y4m => "Y4M".into(),
+        };
+        let path = if self.spec.path == "-" { "stdin" } else { &self.spec.path };
+        format!("pipe `{path}` ({what})")
+    }
+}
