@@ -84,6 +84,23 @@ pub struct BenchReport {
     pub scaling_ratio: f64,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+    /// Preprocessing cost per camera format and size.
+    pub formats: Vec<FormatCost>,
+}
+
+/// What turning one camera frame into the model's tensor costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormatCost {
+    /// `jpeg`, `yuyv`, `nv12`, `i420`, `rgb24` or `grey`.
+    pub format: &'static str,
+    /// Frame width.
+    pub width: u32,
+    /// Frame height.
+    pub height: u32,
+    /// Decode or YUV conversion, resize and normalisation, mean ms per frame (one thread).
+    pub ms: f64,
+    /// `ms` over raw inference time: the share of a frame's work it adds.
+    pub share_of_inference: f64,
 }
 
 /// Ends a source after a fixed number of frames.
@@ -181,6 +198,7 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
 
     let raw_after = raw_inference_ms(&engine, &bundle, opts)?;
     let raw_infer_ms = (raw_between.unwrap_or(raw_after) + raw_after) / 2.0;
+    let formats = format_costs(&bundle, opts, raw_infer_ms)?;
     let base = &runs[0];
     let last = runs.last().expect("at least one run");
     Ok(BenchReport {
@@ -192,7 +210,79 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
         scaling_ratio: last.fps / base.fps,
         runs,
         peak_rss_mib: peak_rss_mib(),
+        formats,
     })
+}
+
+/// Time the preprocessor on the first bench image as each camera format at 640x480 and
+/// 1280x720 (the frames are made here: BT.601 limited-range YUV, JPEG quality 90).
+fn format_costs(bundle: &Bundle, opts: &BenchOptions, raw_infer_ms: f64) -> Result<Vec<FormatCost>, Error> {
+    let first = crate::source::files::resolve_files(&opts.images)?.remove(0);
+    let photo = image::open(&first).map_err(|e| Error::Runtime(format!("{}: {e}", first.display())))?.to_rgb8();
+    let mut pre = Preprocessor::new(&bundle.input);
+    let mut tensor = vec![0.0f32; bundle.input.len()];
+    let mut out = Vec::new();
+    for (w, h) in [(640, 480), (1280, 720)] {
+        let rgb = image::imageops::resize(&photo, w, h, image::imageops::FilterType::Triangle);
+        for (name, frame) in camera_frames(&rgb) {
+            let run = |pre: &mut Preprocessor, tensor: &mut [f32]| {
+                pre.run(&frame, tensor).map_err(|e| Error::Runtime(format!("bench frame {name}: {e}")))
+            };
+            run(&mut pre, &mut tensor)?; // warm-up: buffers grow once
+            let n = 50;
+            let t0 = Instant::now();
+            for _ in 0..n {
+                run(&mut pre, &mut tensor)?;
+            }
+            let per = ms(t0.elapsed()) / f64::from(n);
+            out.push(FormatCost { format: name, width: w, height: h, ms: per, share_of_inference: per / raw_infer_ms });
+        }
+    }
+    Ok(out)
+}
+
+/// `rgb` as a frame of every format a camera or pipe delivers.
+fn camera_frames(rgb: &image::RgbImage) -> Vec<(&'static str, Frame)> {
+    use crate::frame::PixelFormat as P;
+    let (w, h) = rgb.dimensions();
+    let px = |x: u32, y: u32| {
+        let p = rgb.get_pixel(x.min(w - 1), y.min(h - 1)).0.map(f64::from);
+        // BT.601 limited range, the inverse of what src/convert.rs undoes.
+        let y_ = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+        let q = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+        (
+            q(16.0 + 219.0 / 255.0 * y_),
+            q(128.0 + 224.0 / 255.0 * (p[2] - y_) / 1.772),
+            q(128.0 + 224.0 / 255.0 * (p[0] - y_) / 1.402),
+        )
+    };
+    let frame = |format, data| Frame { format, width: w, height: h, data, ..Frame::empty() };
+    let luma: Vec<u8> = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| px(x, y).0).collect();
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let chroma: Vec<(u8, u8)> =
+        (0..ch).flat_map(|y| (0..cw).map(move |x| (x, y))).map(|(x, y)| px(x * 2, y * 2)).map(|c| (c.1, c.2)).collect();
+    let mut i420 = luma.clone();
+    i420.extend(chroma.iter().map(|c| c.0));
+    i420.extend(chroma.iter().map(|c| c.1));
+    let mut nv12 = luma.clone();
+    nv12.extend(chroma.iter().flat_map(|c| [c.0, c.1]));
+    let yuyv: Vec<u8> = (0..h)
+        .flat_map(|y| (0..cw).map(move |x| (x, y)))
+        .flat_map(|(x, y)| {
+            let (a, b) = (px(x * 2, y), px(x * 2 + 1, y));
+            [a.0, a.1, b.0, a.2]
+        })
+        .collect();
+    let mut jpeg = Vec::new();
+    let _ = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(rgb);
+    vec![
+        ("jpeg", Frame { data: jpeg, ..Frame::empty() }),
+        ("yuyv", frame(P::Yuyv, yuyv)),
+        ("nv12", frame(P::Nv12, nv12)),
+        ("i420", frame(P::I420, i420)),
+        ("rgb24", frame(P::Rgb24, rgb.as_raw().clone())),
+        ("grey", frame(P::Grey, luma)),
+    ]
 }
 
 /// Mean time of `opts.frames` inferences on one prepared tensor, one worker, after a warm-up.
@@ -238,6 +328,19 @@ impl std::fmt::Display for BenchReport {
         }
         writeln!(f, "overhead (end-to-end ms/frame, 1st run / raw inference): {:.3}", self.overhead_ratio)?;
         writeln!(f, "scaling (fps, last run / 1st run): {:.2}", self.scaling_ratio)?;
-        write!(f, "peak RSS: {:.1} MiB", self.peak_rss_mib)
+        writeln!(f, "peak RSS: {:.1} MiB", self.peak_rss_mib)?;
+        writeln!(f, "camera frame -> tensor (one thread): format  size        ms/frame  share of inference")?;
+        for c in &self.formats {
+            writeln!(
+                f,
+                "{:>40} {:>4}x{:<5} {:>9.3} {:>10.1} %",
+                c.format,
+                c.width,
+                c.height,
+                c.ms,
+                100.0 * c.share_of_inference
+            )?;
+        }
+        Ok(())
     }
 }

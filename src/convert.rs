@@ -87,10 +87,39 @@ impl YuvConverter {
     /// One pixel, fixed point.
     #[inline(always)]
     pub fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        let y = self.y[usize::from(y)] + HALF;
+        let c = self.chroma(u, v);
+        self.pixel(y, c)
+    }
+
+    /// The chroma terms of one (U, V) pair: added to R, G and B of every pixel it covers.
+    #[inline(always)]
+    fn chroma(&self, u: u8, v: u8) -> [i32; 3] {
         let (u, v) = (usize::from(u), usize::from(v));
+        [self.rv[v], self.gu[u] + self.gv[v], self.bu[u]]
+    }
+
+    #[inline(always)]
+    fn pixel(&self, y: u8, [r, g, b]: [i32; 3]) -> [u8; 3] {
+        let y = self.y[usize::from(y)] + HALF;
         let clamp = |x: i32| (x >> SHIFT).clamp(0, 255) as u8;
-        [clamp(y + self.rv[v]), clamp(y + self.gu[u] + self.gv[v]), clamp(y + self.bu[u])]
+        [clamp(y + r), clamp(y + g), clamp(y + b)]
+    }
+
+    /// One row: pixels in pairs sharing a chroma sample (`chroma` yields one per pair),
+    /// then a lone last pixel when the width is odd.
+    #[inline(always)]
+    fn row(&self, luma: &[u8], mut chroma: impl Iterator<Item = (u8, u8)>, out: &mut [u8]) {
+        let mut pairs_out = out.chunks_exact_mut(6);
+        let mut pairs_in = luma.chunks_exact(2);
+        for ((o, y), (u, v)) in (&mut pairs_out).zip(&mut pairs_in).zip(&mut chroma) {
+            let c = self.chroma(u, v);
+            o[..3].copy_from_slice(&self.pixel(y[0], c));
+            o[3..].copy_from_slice(&self.pixel(y[1], c));
+        }
+        if let (Some(&y), Some((u, v))) = (pairs_in.remainder().first(), chroma.next()) {
+            let o = pairs_out.into_remainder();
+            o.copy_from_slice(&self.rgb(y, u, v));
+        }
     }
 
     /// Full-range grey of a Y sample.
@@ -104,33 +133,37 @@ impl YuvConverter {
     pub fn to_rgb(&self, format: PixelFormat, width: u32, height: u32, src: &[u8], dst: &mut Vec<u8>) {
         let (w, h) = (width as usize, height as usize);
         dst.resize(w * h * 3, 0);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
         match format {
             PixelFormat::Yuyv => {
-                let row_bytes = w.div_ceil(2) * 4;
-                for (row, out) in src.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(w * 3)).take(h) {
-                    for (x, px) in out.chunks_exact_mut(3).enumerate() {
-                        let pair = &row[(x / 2) * 4..(x / 2) * 4 + 4];
-                        px.copy_from_slice(&self.rgb(pair[(x & 1) * 2], pair[1], pair[3]));
+                // Y0 U Y1 V groups: two pixels sharing one chroma pair.
+                for (packed, out) in src.chunks_exact(cw * 4).zip(dst.chunks_exact_mut(w * 3)).take(h) {
+                    let mut pairs_out = out.chunks_exact_mut(6);
+                    for (o, g) in (&mut pairs_out).zip(packed.chunks_exact(4)) {
+                        let c = self.chroma(g[1], g[3]);
+                        o[..3].copy_from_slice(&self.pixel(g[0], c));
+                        o[3..].copy_from_slice(&self.pixel(g[2], c));
+                    }
+                    if w % 2 == 1 {
+                        let g = &packed[(cw - 1) * 4..];
+                        pairs_out.into_remainder().copy_from_slice(&self.rgb(g[0], g[1], g[3]));
                     }
                 }
             }
-            PixelFormat::Nv12 | PixelFormat::I420 => {
-                let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            PixelFormat::Nv12 => {
+                let (luma, uv) = src.split_at(w * h);
+                for (row, (y, out)) in luma.chunks_exact(w).zip(dst.chunks_exact_mut(w * 3)).enumerate() {
+                    let uv = &uv[(row / 2) * cw * 2..(row / 2 + 1) * cw * 2];
+                    self.row(y, uv.chunks_exact(2).map(|c| (c[0], c[1])), out);
+                }
+            }
+            PixelFormat::I420 => {
                 let (luma, chroma) = src.split_at(w * h);
-                for (row, (yrow, out)) in luma.chunks_exact(w).zip(dst.chunks_exact_mut(w * 3)).enumerate() {
-                    let crow = row / 2;
-                    if format == PixelFormat::Nv12 {
-                        let uv = &chroma[crow * cw * 2..(crow + 1) * cw * 2];
-                        for (x, (px, &y)) in out.chunks_exact_mut(3).zip(yrow).enumerate() {
-                            px.copy_from_slice(&self.rgb(y, uv[(x / 2) * 2], uv[(x / 2) * 2 + 1]));
-                        }
-                    } else {
-                        let u = &chroma[crow * cw..(crow + 1) * cw];
-                        let v = &chroma[cw * ch + crow * cw..cw * ch + (crow + 1) * cw];
-                        for (x, (px, &y)) in out.chunks_exact_mut(3).zip(yrow).enumerate() {
-                            px.copy_from_slice(&self.rgb(y, u[x / 2], v[x / 2]));
-                        }
-                    }
+                let (u_plane, v_plane) = chroma.split_at(cw * ch);
+                for (row, (y, out)) in luma.chunks_exact(w).zip(dst.chunks_exact_mut(w * 3)).enumerate() {
+                    let u = &u_plane[(row / 2) * cw..(row / 2 + 1) * cw];
+                    let v = &v_plane[(row / 2) * cw..(row / 2 + 1) * cw];
+                    self.row(y, u.iter().copied().zip(v.iter().copied()), out);
                 }
             }
             other => unreachable!("{other:?} is not a YUV format"),
@@ -189,6 +222,31 @@ mod tests {
                 }
                 assert!(off_by_one <= 256, "{colour:?}: {off_by_one} of 16.7M inputs off by one");
             }
+        }
+    }
+
+    /// Odd sizes: the last column and row have chroma of their own (rounded-up planes).
+    #[test]
+    fn odd_sizes_convert_every_pixel_with_its_chroma() {
+        let c = YuvConverter::new(YuvColour::default());
+        let (w, h) = (5usize, 3usize);
+        let (cw, ch) = (3, 2);
+        let y: Vec<u8> = (0..w * h).map(|i| (20 + i * 13) as u8).collect();
+        let u: Vec<u8> = (0..cw * ch).map(|i| (60 + i * 29) as u8).collect();
+        let v: Vec<u8> = (0..cw * ch).map(|i| (200 - i * 23) as u8).collect();
+        let want: Vec<u8> = (0..w * h)
+            .flat_map(|i| c.rgb(y[i], u[(i / w / 2) * cw + (i % w) / 2], v[(i / w / 2) * cw + (i % w) / 2]))
+            .collect();
+        let mut i420 = y.clone();
+        i420.extend_from_slice(&u);
+        i420.extend_from_slice(&v);
+        let mut nv12 = y.clone();
+        nv12.extend(u.iter().zip(&v).flat_map(|(a, b)| [*a, *b]));
+        let mut out = Vec::new();
+        for (format, src) in [(PixelFormat::I420, i420), (PixelFormat::Nv12, nv12)] {
+            assert_eq!(src.len(), format.frame_len(5, 3).unwrap());
+            c.to_rgb(format, 5, 3, &src, &mut out);
+            assert_eq!(out, want, "{format:?}");
         }
     }
 
