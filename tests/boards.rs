@@ -1,0 +1,38 @@
+//! Board profiles (`boards/*.toml`) are configs users edit and flash: each must be accepted
+//! as it ships (keys, values, the bundle it names, thresholds against the bundle's labels,
+//! GPIO outputs naming real labels). Devices are not opened here — the boards' GPIO chips and
+//! serial ports exist only on the boards (and in the emulated-board test).
+
+mod common;
+
+use vigil::bundle::Bundle;
+use vigil::config::Config;
+
+#[test]
+fn every_board_profile_is_a_valid_config_for_its_bundle() {
+    let mut profiles: Vec<_> = std::fs::read_dir(common::root().join("boards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    profiles.sort();
+    let names: Vec<String> = profiles.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for expected in ["default.toml", "rpi4.toml", "rpi5.toml", "jetson-orin-nano.toml", "jetson-nano.toml"] {
+        assert!(names.iter().any(|n| n == expected), "boards/{expected} is shipped: {names:?}");
+    }
+    for path in &profiles {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+        let bundle = Bundle::load(&config.bundle_dir).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        vigil::app::rules_for(&bundle, Some(&config)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Some(gpio) = &config.gpio {
+            for out in &gpio.outputs {
+                let label = out.label.get_ref();
+                assert!(
+                    bundle.labels.iter().any(|l| l == label),
+                    "{}: GPIO output for unknown label `{label}`",
+                    path.display()
+                );
+            }
+        }
+    }
+}
