@@ -20,6 +20,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod frame;
 pub mod monitor;
+pub mod notify;
 pub mod pipeline;
 pub mod preprocess;
 pub mod protocol;

@@ -241,7 +241,18 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             log::info!("source: {}", prepared.source.describe());
             let stop = StopFlag::new();
             stop.register_signals().map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
-            let summary = prepared.into_pipeline(stop.clone(), process_start).run()?;
+            // Model loaded, source open, GPIO lines held: ready as far as systemd is concerned.
+            let notifier = std::sync::Arc::new(vigil::notify::Notifier::from_env());
+            notifier.send("READY=1\nSTATUS=running");
+            let pinger = std::sync::Arc::clone(&notifier).watch_frames(prepared.health.clone(), stop.clone());
+            let pipeline = prepared.into_pipeline(stop.clone(), process_start);
+            let result = pipeline.run();
+            notifier.send("STOPPING=1");
+            stop.stop();
+            if let Some(p) = pinger {
+                let _ = p.join();
+            }
+            let summary = result?;
             let c = summary.counters;
             log::info!(
                 "{} after {} frames decided, {} dropped, {} events",

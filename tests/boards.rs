@@ -24,15 +24,33 @@ fn every_board_profile_is_a_valid_config_for_its_bundle() {
         let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
         let bundle = Bundle::load(&config.bundle_dir).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         vigil::app::rules_for(&bundle, Some(&config)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if let Some(gpio) = &config.gpio {
-            for out in &gpio.outputs {
-                let label = out.label.get_ref();
-                assert!(
-                    bundle.labels.iter().any(|l| l == label),
-                    "{}: GPIO output for unknown label `{label}`",
-                    path.display()
-                );
-            }
-        }
+        check_gpio_labels(path, &config, &bundle);
+    }
+
+    // The packaged /etc/vigil/vigil.toml names the bundle where the package installs it;
+    // check the rest of it against the same bundle in this tree.
+    let packaged = std::fs::read_to_string(common::root().join("boards/debian/vigil.toml")).unwrap();
+    let installed = "/usr/share/vigil/models/mobilenetv2-imagenet";
+    assert!(packaged.contains(installed));
+    let dir = tempfile::tempdir().unwrap();
+    let here = common::write(
+        dir.path(),
+        "vigil.toml",
+        &packaged.replace(installed, &common::default_bundle().display().to_string()),
+    );
+    let config = Config::load(&here).unwrap_or_else(|e| panic!("boards/debian/vigil.toml: {e}"));
+    let bundle = Bundle::load(&config.bundle_dir).unwrap();
+    vigil::app::rules_for(&bundle, Some(&config)).unwrap();
+}
+
+/// Every `[[gpio.outputs]]` names a label of the bundle.
+fn check_gpio_labels(path: &std::path::Path, config: &Config, bundle: &Bundle) {
+    for out in config.gpio.iter().flat_map(|g| &g.outputs) {
+        let label = out.label.get_ref();
+        assert!(
+            bundle.labels.iter().any(|l| l == label),
+            "{}: GPIO output for unknown label `{label}`",
+            path.display()
+        );
     }
 }

@@ -393,3 +393,66 @@ fn a_fifo_whose_writer_goes_away_and_comes_back_is_reopened() {
     run.stop();
     drop(w);
 }
+
+// ------------------------------------------------------------------ systemd notification
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once the model is loaded, WATCHDOG=1
+/// while frames flow and none while the camera is quiet, STOPPING=1 at the end.
+#[test]
+fn systemd_watchdog_is_pinged_only_while_frames_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    let cfg = pipe_config(dir.path(), "path = \"-\"\nformat = \"mjpeg\"\nwatchdog_s = 5\n");
+    let mut child = vigil()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let messages = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        while let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = text.contains("STOPPING=1");
+            got.push((t0.elapsed(), text));
+            if done {
+                break;
+            }
+        }
+        got
+    });
+    let jpeg = std::fs::read(photo()).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut burst = |n: usize| {
+        for _ in 0..n {
+            stdin.write_all(&jpeg).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    burst(15);
+    let quiet_from = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(2500)); // the camera goes quiet
+    let quiet_to = t0.elapsed();
+    burst(15);
+    drop(stdin); // end of stream: the run ends
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let got = messages.join().unwrap();
+
+    assert!(got[0].1.starts_with("READY=1"), "READY first: {got:?}");
+    assert!(got.last().unwrap().1.contains("STOPPING=1"), "{got:?}");
+    let pings: Vec<Duration> = got.iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| *t).collect();
+    // A ping comes every 0.2 s while frames are decided: several in each 1.5 s burst.
+    assert!(pings.iter().filter(|&&t| t < quiet_from).count() >= 3, "{pings:?}");
+    assert!(pings.iter().filter(|&&t| t > quiet_to).count() >= 3, "{pings:?}");
+    // Quiet: the last frames are decided within a few hundred ms, then no ping at all.
+    let quiet = pings.iter().filter(|&&t| t > quiet_from + Duration::from_millis(1000) && t < quiet_to).count();
+    assert_eq!(quiet, 0, "pings while no frame came: {pings:?} (quiet {quiet_from:?}..{quiet_to:?})");
+}
