@@ -370,12 +370,15 @@ licence = "Trained on ELPV data licensed CC-BY-NC-SA-4.0 (non-commercial, share-
 def write_card(bundle, m, on, off, size, mean, std):
     L = D.LABELS
     card = bundle / "MODEL_CARD.md"
-    latency = LATENCY_PLACEHOLDER
-    if card.exists():  # keep a latency section someone filled in
+    latency, experiments = LATENCY_PLACEHOLDER, ""
+    if card.exists():  # keep the hand-written sections (latency measured on boards, experiment log)
         old = card.read_text(encoding="utf-8")
         hit = re.search(r"^## Latency.*?(?=^## |\Z)", old, flags=re.S | re.M)
         if hit:
             latency = hit.group(0).rstrip() + "\n"
+        hit = re.search(r"^## Experiments.*?(?=^## |\Z)", old, flags=re.S | re.M)
+        if hit:
+            experiments = "\n" + hit.group(0).rstrip() + "\n"
     r = m["results"]
     names = {"teacher_fp32": "teacher MobileNetV2 fp32 (torch)", "student_fp32": "student fp32 (onnxruntime)",
              "student_int8": "student INT8 (onnxruntime)"}
@@ -469,7 +472,7 @@ at the accuracy threshold ({fmt(st['student_int8']['accuracy_defective'])} % at 
 | model.onnx (fp32) | {m['sizes_bytes']['model.onnx']:,} |
 | model.int8.onnx | {m['sizes_bytes']['model.int8.onnx']:,} |
 
-{latency}
+{latency}{experiments}
 ## Reproduce
 `models/train/build_elpv.sh` (see models/train/README.md); the numbers here are in `metrics.json`.
 """
