@@ -15,6 +15,7 @@ pub mod classify;
 pub mod config;
 pub mod console;
 pub mod convert;
+pub mod daemon;
 pub mod decide;
 pub mod engine;
 pub mod evaluate;

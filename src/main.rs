@@ -45,6 +45,7 @@ impl From<VariantArg> for Variant {
 enum Command {
     /// Run the daemon: capture, classify, decide, and report until stopped (SIGINT/SIGTERM) or the source ends.
     #[command(after_help = "Example:\n  vigil run --config boards/default.toml\n\n\
+SIGHUP reloads the config (a bad one is refused and the running one kept). Under systemd (Type=notify) it reports READY and pings the watchdog while frames flow.\n\
 Exit codes: 0 ran to the end or was stopped; 2 the config, bundle or model was refused; 1 a failure while running.")]
     Run {
         /// The run config (TOML).
@@ -235,32 +236,7 @@ fn main() -> ExitCode {
 fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
     match command {
         Command::Run { config } => {
-            let config = Config::load(&config)?;
-            let prepared = vigil::app::prepare(config, process_start)?;
-            log::info!("model: {}", prepared.engine.describe());
-            log::info!("source: {}", prepared.source.describe());
-            let stop = StopFlag::new();
-            stop.register_signals().map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
-            // Model loaded, source open, GPIO lines held: ready as far as systemd is concerned.
-            let notifier = std::sync::Arc::new(vigil::notify::Notifier::from_env());
-            notifier.send("READY=1\nSTATUS=running");
-            let pinger = std::sync::Arc::clone(&notifier).watch_frames(prepared.health.clone(), stop.clone());
-            let pipeline = prepared.into_pipeline(stop.clone(), process_start);
-            let result = pipeline.run();
-            notifier.send("STOPPING=1");
-            stop.stop();
-            if let Some(p) = pinger {
-                let _ = p.join();
-            }
-            let summary = result?;
-            let c = summary.counters;
-            log::info!(
-                "{} after {} frames decided, {} dropped, {} events",
-                if stop.is_stopped() { "stopped" } else { "source ended" },
-                c.decided,
-                c.dropped(),
-                c.events
-            );
+            vigil::daemon::run(&config, process_start)?;
             Ok(EXIT_OK)
         }
         Command::Check { config } => {

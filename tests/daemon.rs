@@ -662,3 +662,64 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// SIGHUP re-reads the config: a bad one is refused (named in the log, the run goes on as it
+/// was), a good one takes over (here: stdout switches from JSON to checksummed text).
+#[test]
+fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let good = config_text(&samples(), "[stdout]\nformat = \"json\"\n\n[status]\ninterval_s = 0.3\n")
+        .replace("fps = 0", "fps = 10\nloop = true");
+    let cfg = write(dir.path(), "c.toml", &good);
+    let log_path = dir.path().join("stderr.txt");
+    let mut child = KillOnDrop(
+        vigil()
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let wait_for = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line: {what}"));
+            if pred(&l) {
+                return l;
+            }
+        }
+    };
+    let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    wait_for("a JSON status line", &|l| l.starts_with("{\"type\":\"status\""));
+
+    std::fs::write(&cfg, good.replace("workers = 2", "workers = 0")).unwrap();
+    hup(child.0.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path).unwrap().contains("reload refused") {
+        assert!(Instant::now() < deadline, "no refusal logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("c.toml:3:") && log.contains("model.workers"), "the refusal names file, line and key: {log}");
+    // Drain what was printed before the refusal, then see the old config still at work.
+    while lines.try_recv().is_ok() {}
+    wait_for("JSON status after the refusal", &|l| l.starts_with("{\"type\":\"status\""));
+
+    std::fs::write(&cfg, good.replace("format = \"json\"", "format = \"text\"")).unwrap();
+    hup(child.0.id());
+    let text = wait_for("a text status line after the reload", &|l| l.starts_with("$VGSTA,"));
+    assert!(text.contains('*'), "{text}");
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("reloaded") && log.contains("reloading after"), "{log}");
+}
