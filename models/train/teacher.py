@@ -57,7 +57,7 @@ class Teacher(nn.Module):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
