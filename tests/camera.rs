@@ -361,8 +361,7 @@ fn a_stalled_fifo_is_reported_lost_and_detections_resume_when_frames_return() {
     let spacing = Duration::from_millis(200);
     let mut w = run.writer();
     write_frames(&mut w, &jpegs, spacing);
-    let before = run.status(slow, "frames flowing", |s| s["frames"].as_u64() >= Some(3));
-    assert_eq!(before["source"], "ok");
+    run.status(slow, "frames flowing", |s| s["frames"].as_u64() >= Some(1) && s["source"] == "ok");
     // The writer stalls (keeps the FIFO open, sends nothing) for longer than the 1 s watchdog.
     let lost = run.status(slow, "source lost", |s| s["source"] == "lost");
     assert_eq!(lost["outages"], 1, "{lost}");
