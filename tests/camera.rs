@@ -365,8 +365,9 @@ fn a_stalled_fifo_is_reported_lost_and_detections_resume_when_frames_return() {
     // The writer stalls (keeps the FIFO open, sends nothing) for longer than the 1 s watchdog.
     let lost = run.status(slow, "source lost", |s| s["source"] == "lost");
     assert_eq!(lost["outages"], 1, "{lost}");
+    let decided = lost["frames"].as_u64();
     write_frames(&mut w, &jpegs, spacing);
-    let back = run.status(slow, "source back", |s| s["source"] == "ok" && s["frames"].as_u64() >= Some(6));
+    let back = run.status(slow, "source back", |s| s["source"] == "ok" && s["frames"].as_u64() > decided);
     assert_eq!(back["outages"], 1, "one outage, counted once: {back}");
     run.stop();
 }
@@ -379,15 +380,18 @@ fn a_fifo_whose_writer_goes_away_and_comes_back_is_reopened() {
     let spacing = Duration::from_millis(200);
     let mut w = run.writer();
     write_frames(&mut w, &jpegs, spacing);
-    run.status(slow, "frames from the first writer", |s| s["frames"].as_u64() >= Some(3));
+    run.status(slow, "frames from the first writer", |s| s["frames"].as_u64() >= Some(1));
     drop(w); // the camera process exits
     let lost = run.status(slow, "source lost", |s| s["source"] == "lost");
     assert_eq!(lost["outages"], 1, "{lost}");
     std::thread::sleep(Duration::from_millis(1500));
+    // Frames still in the pipeline when the writer left are decided by now (on a slow machine
+    // they may be decided after the outage began).
+    let decided = run.status(slow, "the outage", |s| s["source"] == "lost")["frames"].as_u64();
     let mut w = run.writer(); // a restarted camera process
     write_frames(&mut w, &jpegs, spacing);
     let back =
-        run.status(slow, "frames from the second writer", |s| s["source"] == "ok" && s["frames"].as_u64() >= Some(6));
+        run.status(slow, "frames from the second writer", |s| s["source"] == "ok" && s["frames"].as_u64() > decided);
     assert_eq!(back["outages"], 1, "{back}");
     run.stop();
     drop(w);
@@ -396,13 +400,14 @@ fn a_fifo_whose_writer_goes_away_and_comes_back_is_reopened() {
 // ------------------------------------------------------------------ systemd notification
 
 /// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once the model is loaded, WATCHDOG=1
-/// while frames flow and none while the camera is quiet, STOPPING=1 at the end.
+/// while frames flow and none while the camera is quiet, STOPPING=1 at the end. Paced by what
+/// the daemon reports, not by fixed times, so a slow machine (or emulation) passes too.
 #[test]
 fn systemd_watchdog_is_pinged_only_while_frames_flow() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    let cfg = pipe_config(dir.path(), "path = \"-\"\nformat = \"mjpeg\"\nwatchdog_s = 5\n");
+    let cfg = pipe_config(dir.path(), "path = \"-\"\nformat = \"mjpeg\"\nwatchdog_s = 30\n");
     let mut child = vigil()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &socket_path)
@@ -412,46 +417,50 @@ fn systemd_watchdog_is_pinged_only_while_frames_flow() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let messages = std::thread::spawn(move || {
-        let mut got = Vec::new();
+    let (tx, messages) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
         let mut buf = [0u8; 256];
-        socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         while let Ok(n) = socket.recv(&mut buf) {
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             let done = text.contains("STOPPING=1");
-            got.push((t0.elapsed(), text));
-            if done {
+            if tx.send(text).is_err() || done {
                 break;
             }
         }
-        got
     });
+    let next = |within: Duration| messages.recv_timeout(within).ok();
+    let first = next(Duration::from_secs(120)).expect("a notification");
+    assert!(first.starts_with("READY=1"), "READY first (model loaded, source open): {first}");
+
     let jpeg = std::fs::read(photo()).unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let mut burst = |n: usize| {
-        for _ in 0..n {
+    // A burst: frames every 100 ms until three pings have come (a ping every 0.2 s while
+    // frames are decided).
+    let mut burst = |stdin: &mut std::process::ChildStdin| {
+        let (mut pings, deadline) = (0, Instant::now() + Duration::from_secs(120));
+        while pings < 3 {
+            assert!(Instant::now() < deadline, "no watchdog pings while frames flow");
             stdin.write_all(&jpeg).unwrap();
-            std::thread::sleep(Duration::from_millis(100));
+            while let Some(m) = next(Duration::from_millis(100)) {
+                assert_eq!(m, "WATCHDOG=1", "only pings while running");
+                pings += 1;
+            }
         }
     };
-    std::thread::sleep(Duration::from_millis(500));
-    burst(15);
-    let quiet_from = t0.elapsed();
-    std::thread::sleep(Duration::from_millis(2500)); // the camera goes quiet
-    let quiet_to = t0.elapsed();
-    burst(15);
+    burst(&mut stdin);
+    // Quiet camera: once the frames in flight are decided, the pings stop. 1.5 s without one
+    // is 7 missed ping periods.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next(Duration::from_millis(1500)).is_some() {
+        assert!(Instant::now() < deadline, "pings go on while no frame comes");
+    }
+    burst(&mut stdin); // frames again: pings again
     drop(stdin); // end of stream: the run ends
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let got = messages.join().unwrap();
-
-    assert!(got[0].1.starts_with("READY=1"), "READY first: {got:?}");
-    assert!(got.last().unwrap().1.contains("STOPPING=1"), "{got:?}");
-    let pings: Vec<Duration> = got.iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| *t).collect();
-    // A ping comes every 0.2 s while frames are decided: several in each 1.5 s burst.
-    assert!(pings.iter().filter(|&&t| t < quiet_from).count() >= 3, "{pings:?}");
-    assert!(pings.iter().filter(|&&t| t > quiet_to).count() >= 3, "{pings:?}");
-    // Quiet: the last frames are decided within a few hundred ms, then no ping at all.
-    let quiet = pings.iter().filter(|&&t| t > quiet_from + Duration::from_millis(1000) && t < quiet_to).count();
-    assert_eq!(quiet, 0, "pings while no frame came: {pings:?} (quiet {quiet_from:?}..{quiet_to:?})");
+    let mut rest = Vec::new();
+    while let Some(m) = next(Duration::from_secs(5)) {
+        rest.push(m);
+    }
+    assert!(rest.last().is_some_and(|m| m.contains("STOPPING=1")), "STOPPING last: {rest:?}");
 }
