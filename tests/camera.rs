@@ -437,7 +437,7 @@ fn systemd_watchdog_is_pinged_only_while_frames_flow() {
     let mut stdin = child.stdin.take().unwrap();
     // A burst: frames every 100 ms until three pings have come (a ping every 0.2 s while
     // frames are decided).
-    let mut burst = |stdin: &mut std::process::ChildStdin| {
+    let burst = |stdin: &mut std::process::ChildStdin| {
         let (mut pings, deadline) = (0, Instant::now() + Duration::from_secs(120));
         while pings < 3 {
             assert!(Instant::now() < deadline, "no watchdog pings while frames flow");
