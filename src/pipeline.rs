@@ -567,15 +567,11 @@ impl DecideLoop<'_> {
                             .field(format_args!("from_seq={seq}"));
                     })
                 }
-                Err(why) => return error_reply(&reply_to, command.name(), &why),
+                Err(why) => return reply_to.push_error(command.name(), &why),
             },
             Command::Save => {
                 let Some(path) = self.thresholds_file else {
-                    return error_reply(
-                        &reply_to,
-                        "save",
-                        "no thresholds file: set `thresholds` in the config's [model]",
-                    );
+                    return reply_to.push_error("save", "no thresholds file: set `thresholds` in the config's [model]");
                 };
                 let changed: Vec<(&str, LabelRule)> = (0..self.changed.len())
                     .filter(|&i| self.changed[i])
@@ -589,18 +585,10 @@ impl DecideLoop<'_> {
                             r.field(format_args!("{}", path.display())).field(format_args!("labels={n}"));
                         })
                     }
-                    Err(why) => return error_reply(&reply_to, "save", &why),
+                    Err(why) => return reply_to.push_error("save", &why),
                 }
             }
         }
         reply_to.push(out, false);
     }
-}
-
-fn error_reply(to: &SerialShared, command: &str, why: &str) {
-    let mut out = Vec::with_capacity(96);
-    let mut r = Reply::new(&mut out, to.format(), command, false);
-    r.field(format_args!("{why}"));
-    r.finish();
-    to.push(out, false);
 }

@@ -305,6 +305,20 @@ fn openpty() -> Pty {
     }
 }
 
+/// What is waiting in a pty master's buffer, read without blocking.
+fn read_all_waiting(mut master: std::fs::File) -> Vec<u8> {
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 /// The NMEA checksum, computed here independently of vigil's code.
 fn xor(body: &str) -> u8 {
     body.bytes().fold(0, |a, b| a ^ b)
@@ -320,18 +334,8 @@ fn run_with_serial(format: &str) -> String {
     let cfg = write(dir.path(), "c.toml", &config_text(&samples(), &extra).replace("fps = 0", "fps = 5"));
     let out = vigil_output(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // Everything the daemon wrote is in the master's buffer now; read it without blocking.
-    let mut master = pty.master;
-    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = master.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8(got).expect("serial output is UTF-8")
+    // Everything the daemon wrote is in the master's buffer now.
+    String::from_utf8(read_all_waiting(pty.master)).expect("serial output is UTF-8")
 }
 
 #[test]
@@ -633,16 +637,7 @@ fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
     let (status_dropped, events_dropped) = (count(" status/score line(s)"), count(" event/reply line(s)"));
 
     // Everything that reached the wire, read after the daemon has gone.
-    let mut master = pty.master;
-    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
-    let mut wire = Vec::new();
-    let mut buf = [0u8; 65536];
-    while let Ok(n) = master.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        wire.extend_from_slice(&buf[..n]);
-    }
+    let wire = read_all_waiting(pty.master);
     let wire = String::from_utf8_lossy(&wire);
     let wire_events = wire.lines().filter(|l| l.starts_with("$VGEVT,")).count() as u64;
     assert!(status_dropped > 100, "status lines went first: {summary}");

@@ -83,6 +83,15 @@ impl Shared {
         self.ready.notify_all();
     }
 
+    /// Queue an error reply (`ok = false`) to `command` with one field, `why`.
+    pub fn push_error(&self, command: &str, why: &str) {
+        let mut out = Vec::with_capacity(96);
+        let mut r = Reply::new(&mut out, self.format, command, false);
+        r.field(format_args!("{why}"));
+        r.finish();
+        self.push(out, false);
+    }
+
     /// The line format replies on this port use.
     pub fn format(&self) -> LineFormat {
         self.format
@@ -286,14 +295,6 @@ impl LineReader {
     }
 }
 
-fn reply_error(shared: &Arc<Shared>, command: &str, message: &str) {
-    let mut out = Vec::with_capacity(96);
-    let mut r = Reply::new(&mut out, shared.format, command, false);
-    r.field(format_args!("{message}"));
-    r.finish();
-    shared.push(out, false);
-}
-
 fn io_loop(device: &str, baud: u32, shared: &Arc<Shared>, console: Option<Sender<ConsoleRequest>>) {
     let mut link = Link { device, baud, port: None, backoff: BACKOFF_START, next_try: Instant::now(), down: false };
     let mut reader = LineReader { buf: Vec::with_capacity(MAX_LINE), overlong: false };
@@ -338,17 +339,14 @@ fn io_loop(device: &str, baud: u32, shared: &Arc<Shared>, console: Option<Sender
                 Ok(0) => link.failed(format_args!("port closed")),
                 Ok(n) => {
                     reader.feed(&input[..n], |line| match line {
-                        Err(len) => reply_error(
-                            shared,
-                            "line",
-                            &format!("line too long ({len}+ bytes, max {MAX_LINE}): discarded"),
-                        ),
+                        Err(len) => shared
+                            .push_error("line", &format!("line too long ({len}+ bytes, max {MAX_LINE}): discarded")),
                         Ok(text) => match (console::parse(text), &console) {
                             (Ok(command), Some(tx)) => {
                                 let _ = tx.send(ConsoleRequest { command, reply_to: Arc::clone(shared) });
                             }
-                            (Ok(command), None) => reply_error(shared, command.name(), "console not available"),
-                            (Err(why), _) => reply_error(shared, "error", &why),
+                            (Ok(command), None) => shared.push_error(command.name(), "console not available"),
+                            (Err(why), _) => shared.push_error("error", &why),
                         },
                     });
                 }
