@@ -4,6 +4,7 @@ pub mod files;
 pub mod live;
 pub mod pipe;
 pub mod v4l2;
+pub mod v4l2_ring;
 
 pub use files::FilesSource;
 pub use live::LiveSource;

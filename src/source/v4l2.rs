@@ -1,7 +1,7 @@
 //! V4L2 cameras (USB UVC webcams, CSI bridges, any capture node) through the
-//! `v4l` crate: format negotiation, memory-mapped streaming, and a dequeue that
-//! waits with a timeout (the crate's default waits forever, which hangs when a
-//! camera is unplugged mid-stream).
+//! `v4l` crate: format negotiation, then memory-mapped streaming through our
+//! own [`MmapRing`] (a dequeue that waits with a timeout and survives it: see
+//! `v4l2_ring.rs` for why not the crate's stream).
 //!
 //! Negotiation ([`negotiate`]) is a plain function over what the device offers,
 //! so it is unit-tested without a device; the real driver path runs on the
@@ -9,14 +9,13 @@
 
 use std::time::Duration;
 
-use v4l::buffer::Type;
 use v4l::format::{Colorspace, FourCC, Quantization};
 use v4l::framesize::FrameSizeEnum;
-use v4l::io::traits::CaptureStream;
-use v4l::prelude::{Device, MmapStream};
+use v4l::prelude::Device;
 use v4l::video::Capture as _;
 
 use super::live::{Capture, OpenError, Read};
+use super::v4l2_ring::{Filled, MmapRing};
 use crate::frame::{Frame, Matrix, PixelFormat, Range, YuvColour};
 
 /// Capture formats vigil converts, by V4L2 fourcc; in the order `auto` prefers them
@@ -157,7 +156,7 @@ pub struct V4l2Spec {
 
 struct Streaming {
     // Declared first so it is dropped (stream off, buffers unmapped) before the device closes.
-    stream: MmapStream<'static>,
+    ring: MmapRing,
     _device: Device,
     format: PixelFormat,
     width: u32,
@@ -261,6 +260,49 @@ fn colour_of(colorspace: Colorspace, quantization: Quantization) -> YuvColour {
     YuvColour { matrix, range }
 }
 
+/// Copy a filled driver buffer into `frame.data` as packed rows; `Err` says why the frame is bad.
+fn copy_frame(
+    buf: &[u8],
+    filled: Filled,
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    stride: usize,
+    frame: &mut Frame,
+) -> Result<(), String> {
+    if filled.error {
+        return Err("the driver flagged the frame as corrupt".into());
+    }
+    let used = filled.bytes_used;
+    frame.data.clear();
+    if format == PixelFormat::Encoded {
+        if used == 0 {
+            return Err("empty MJPEG frame".into());
+        }
+        frame.data.extend_from_slice(&buf[..used]);
+        return Ok(());
+    }
+    let packed = format.frame_len(width, height).expect("raw format");
+    let row = format.frame_len(width, 1).expect("raw format");
+    let planar = matches!(format, PixelFormat::Nv12 | PixelFormat::I420);
+    if stride == row || planar {
+        if used < packed {
+            return Err(format!("short frame: {used} of {packed} bytes"));
+        }
+        frame.data.extend_from_slice(&buf[..packed]);
+    } else {
+        // Padded rows (bytesperline > width * bytes per pixel): pack them.
+        let need = stride * (height as usize - 1) + row;
+        if used < need {
+            return Err(format!("short frame: {used} of {need} bytes"));
+        }
+        for r in 0..height as usize {
+            frame.data.extend_from_slice(&buf[r * stride..r * stride + row]);
+        }
+    }
+    Ok(())
+}
+
 impl Capture for V4l2Capture {
     fn open(&mut self) -> Result<(), OpenError> {
         self.open = None;
@@ -290,9 +332,8 @@ impl Capture for V4l2Capture {
         {
             log::warn!("{path}: cannot set {fps} fps ({e}); keeping the device's rate");
         }
-        let mut stream = MmapStream::with_buffers(&device, Type::VideoCapture, BUFFERS)
-            .map_err(|e| OpenError::Unavailable(format!("{path}: mmap buffers: {e}")))?;
-        stream.set_timeout(Duration::from_millis(100));
+        let ring = MmapRing::start(device.handle(), BUFFERS)
+            .map_err(|e| OpenError::Unavailable(format!("{path}: start streaming: {e}")))?;
         let min_stride = format.frame_len(fmt.width, 1).unwrap_or(0);
         // Planar formats report the luma stride; vigil packs rows, so only unpadded planar frames are taken.
         let stride = (fmt.stride as usize).max(min_stride);
@@ -301,50 +342,19 @@ impl Capture for V4l2Capture {
         log::info!("{path} ({}): capturing {desc}", caps.card);
         self.negotiated = Some(desc);
         self.open =
-            Some(Streaming { stream, _device: device, format, width: fmt.width, height: fmt.height, stride, colour });
+            Some(Streaming { ring, _device: device, format, width: fmt.width, height: fmt.height, stride, colour });
         Ok(())
     }
 
     fn read(&mut self, frame: &mut Frame, timeout: Duration) -> Read {
         let Some(s) = self.open.as_mut() else { return Read::Failed("not open".into()) };
-        s.stream.set_timeout(timeout);
-        let (buf, meta) = match s.stream.next() {
-            Ok(x) => x,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Read::Timeout,
+        let (format, width, height, stride) = (s.format, s.width, s.height, s.stride);
+        let copied = s.ring.next(timeout, |buf, filled| copy_frame(buf, filled, format, width, height, stride, frame));
+        match copied {
+            Ok(None) => return Read::Timeout,
+            Ok(Some(Err(why))) => return Read::Bad(why),
+            Ok(Some(Ok(()))) => {}
             Err(e) => return Read::Failed(format!("dequeue failed: {e}")),
-        };
-        if meta.flags.contains(v4l::buffer::Flags::ERROR) {
-            return Read::Bad("the driver flagged the frame as corrupt".into());
-        }
-        let used = (meta.bytesused as usize).min(buf.len());
-        frame.data.clear();
-        match s.format {
-            PixelFormat::Encoded => {
-                if used == 0 {
-                    return Read::Bad("empty MJPEG frame".into());
-                }
-                frame.data.extend_from_slice(&buf[..used]);
-            }
-            format => {
-                let packed = format.frame_len(s.width, s.height).expect("raw format");
-                let row = format.frame_len(s.width, 1).expect("raw format");
-                let planar = matches!(format, PixelFormat::Nv12 | PixelFormat::I420);
-                if s.stride == row || planar {
-                    if used < packed {
-                        return Read::Bad(format!("short frame: {used} of {packed} bytes"));
-                    }
-                    frame.data.extend_from_slice(&buf[..packed]);
-                } else {
-                    // Padded rows (bytesperline > width * bytes per pixel): pack them.
-                    let need = s.stride * (s.height as usize - 1) + row;
-                    if used < need {
-                        return Read::Bad(format!("short frame: {used} of {need} bytes"));
-                    }
-                    for r in 0..s.height as usize {
-                        frame.data.extend_from_slice(&buf[r * s.stride..r * s.stride + row]);
-                    }
-                }
-            }
         }
         frame.format = s.format;
         (frame.width, frame.height) = if s.format == PixelFormat::Encoded { (0, 0) } else { (s.width, s.height) };
