@@ -260,6 +260,7 @@ fn emulated_board_camera_gpio_and_serial() {
     // A threshold moved over the serial console switches monocrystalline on, then off again.
     let scores = board.serial_command("scores");
     let mono = score_of(&scores, "monocrystalline");
+    eprintln!("emulated board: scores of vivid's colour bars: {scores:?}");
     assert!((0.0..0.98).contains(&mono), "monocrystalline starts below its threshold (0.99): {scores:?}");
     let on = (mono * 0.5).max(0.0001);
     let reply = board.serial_command(&format!("set threshold monocrystalline on={on:.4} off={:.4}", on * 0.5));
