@@ -91,8 +91,12 @@ impl MmapRing {
     /// (the device vanished, the driver stopped): reopen.
     pub fn next<R>(&mut self, timeout: Duration, take: impl FnOnce(&[u8], Filled) -> R) -> io::Result<Option<R>> {
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        if self.handle.poll(libc::POLLIN, ms)? == 0 {
-            return Ok(None);
+        match self.handle.poll(libc::POLLIN, ms) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            // A signal (SIGHUP for a reload) landed on this thread: not the camera's fault.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+            Err(e) => return Err(e),
         }
         let mut buf = buffer_desc(0);
         ioctl(&self.handle, v4l2::vidioc::VIDIOC_DQBUF, &mut buf)?;
