@@ -361,7 +361,9 @@ fn a_stalled_fifo_is_reported_lost_and_detections_resume_when_frames_return() {
     let spacing = Duration::from_millis(200);
     let mut w = run.writer();
     write_frames(&mut w, &jpegs, spacing);
-    run.status(slow, "frames flowing", |s| s["frames"].as_u64() >= Some(1) && s["source"] == "ok");
+    // Frames decided. (On a slow machine, under qemu-user, the watchdog may already have fired by
+    // the first status line with frames: the first inference can outlast the burst plus 1 s.)
+    run.status(slow, "frames decided", |s| s["frames"].as_u64() >= Some(1));
     // The writer stalls (keeps the FIFO open, sends nothing) for longer than the 1 s watchdog.
     let lost = run.status(slow, "source lost", |s| s["source"] == "lost");
     assert_eq!(lost["outages"], 1, "{lost}");
