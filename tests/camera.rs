@@ -137,6 +137,20 @@ fn pipe_config(dir: &Path, source: &str) -> PathBuf {
     write(dir, "c.toml", &text)
 }
 
+/// A pipe source config for tests about timing (watchdog, outages), not labels: the small
+/// factory model in its cheapest form here. Under qemu-user, MobileNetV2's float convolutions
+/// take about 16 s a frame (qemu emulates NEON float arithmetic in software) and starve the
+/// capture thread past a 1 s watchdog; integer NEON runs almost natively there, so aarch64
+/// takes the INT8 form, while x86 (where tract's integer kernels are generic) takes fp32.
+fn light_pipe_config(dir: &Path, source: &str) -> PathBuf {
+    let variant = if cfg!(target_arch = "aarch64") { "int8" } else { "fp32" };
+    let text = format!(
+        "[model]\nbundle = \"{}\"\nvariant = \"{variant}\"\nworkers = 1\n\n[source]\nkind = \"pipe\"\n{source}\n\n[status]\ninterval_s = 0.2\n",
+        common::root().join("models/elpv-solar").display()
+    );
+    write(dir, "c.toml", &text)
+}
+
 /// Everything a finished run printed: JSON lines and the log.
 struct Finished {
     lines: Vec<Value>,
@@ -296,14 +310,15 @@ impl FifoRun {
         let fifo = dir.path().join("camera.fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-        let cfg = pipe_config(
+        let cfg = light_pipe_config(
             dir.path(),
             &format!("path = \"{}\"\nformat = \"mjpeg\"\non_end = \"reopen\"\nwatchdog_s = 1.0\n", fifo.display()),
         );
+        let log = std::fs::File::create(dir.path().join("vigil.log")).unwrap();
         let mut child = vigil()
             .args(["run", "--config", cfg.to_str().unwrap()])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -324,12 +339,17 @@ impl FifoRun {
     /// Wait for a status line matching `pred`.
     fn status(&self, within: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
+        let mut last = Value::Null;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let v = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no status line: {what}"));
+            let Ok(v) = self.lines.recv_timeout(left) else {
+                let log = std::fs::read_to_string(self._dir.path().join("vigil.log")).unwrap_or_default();
+                panic!("no status line within {within:?}: {what}; last line: {last}\nvigil's log:\n{log}");
+            };
             if v["type"] == "status" && pred(&v) {
                 return v;
             }
+            last = v;
         }
     }
 
