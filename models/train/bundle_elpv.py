@@ -15,26 +15,18 @@ Steps:
 """
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
 from PIL import Image
 
 import common as C
 import elpv_data as D
+from common import best_threshold, fmt, quantise, reference_runs, run, session, sha256
 
 NAME = "elpv-solar"
 THRESHOLD_MARGIN = 0.1
@@ -42,98 +34,6 @@ CALIBRATION_IMAGES = 256
 SAMPLE_SPEC = [  # (defect probability in thirds, type) of the samples, first match in the test split
     (0, "poly"), (0, "mono"), (3, "poly"), (3, "mono"), (2, "mono"), (1, "poly"),
 ]
-
-
-def session(path, optimise=True):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    if not optimise:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def run(sess, x):
-    return np.concatenate([sess.run(["logits"], {"input": x[i : i + 1]})[0] for i in range(len(x))])
-
-
-class Reader(CalibrationDataReader):
-    def __init__(self, x):
-        self._it = iter(x)
-
-    def get_next(self):
-        v = next(self._it, None)
-        return None if v is None else {"input": v[None]}
-
-
-def quantise(fp32: Path, int8: Path, calib: np.ndarray):
-    quantize_static(
-        str(fp32), str(int8), Reader(calib),
-        quant_format=QuantFormat.QOperator,
-        per_channel=False,
-        reduce_range=True,  # 7-bit weights: onnxruntime's u8s8 kernels exact on any x86 (no int16 saturation)
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["Conv", "Relu", "MaxPool"],
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    m = onnx.load(str(int8))
-    bad = sorted({n.op_type for n in m.graph.node if n.domain not in ("", "ai.onnx")})
-    if bad:
-        raise SystemExit(f"INT8 graph has non-standard ops: {bad}")
-    keep = [o for o in m.opset_import if o.domain in ("", "ai.onnx")]
-    if len(keep) != len(m.opset_import):
-        del m.opset_import[:]
-        m.opset_import.extend(keep)
-        onnx.save(m, str(int8))
-    onnx.checker.check_model(m, full_check=True)
-    return check_int8(m)
-
-
-def check_int8(m) -> dict:
-    """Assert the integer chain tract needs; return op counts."""
-    inits = {i.name: i for i in m.graph.initializer}
-    producer = {o: n for n in m.graph.node for o in n.output}
-    ops = {}
-    for n in m.graph.node:
-        ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    assert ops.get("Conv", 0) == 0, f"float convs left: {ops}"
-    assert ops.get("QuantizeLinear", 0) == 1, f"expected one QuantizeLinear (the input): {ops}"
-    assert ops.get("DequantizeLinear", 0) == 1, f"expected one DequantizeLinear (before the pool): {ops}"
-    for n in m.graph.node:
-        if n.op_type != "QLinearConv":
-            continue
-        for k in (1, 4, 6):  # x_scale, w_scale, y_scale
-            t = onnx.numpy_helper.to_array(inits[n.input[k]])
-            assert t.size == 1, f"{n.name}: per-channel scale {n.input[k]}"
-        w = inits[n.input[3]]
-        assert w.data_type == onnx.TensorProto.INT8, n.name
-        assert inits[n.input[2]].data_type == onnx.TensorProto.UINT8, n.name
-        src = producer.get(n.input[0])
-        assert src is not None and src.op_type in ("QuantizeLinear", "QLinearConv", "MaxPool"), \
-            f"{n.name} fed by {src.op_type if src else 'graph input'}"
-    return ops
-
-
-def best_threshold(y: np.ndarray, p: np.ndarray, score="f1") -> float:
-    from sklearn.metrics import f1_score
-
-    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
-    if score == "f1":
-        f1 = np.array([f1_score(y, p >= t, zero_division=0) for t in grid])
-    else:  # accuracy
-        f1 = np.array([((p >= t) == (y > 0.5)).mean() for t in grid])
-    best = f1.max()
-    cands = grid[f1 >= best - 1e-12]
-    return float(cands[np.argmin(np.abs(cands - 0.5))])  # ties: closest to 0.5
-
-
-def fmt(v):
-    return f"{100 * v:.1f}"
-
-
-def sha256(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def main():
@@ -274,23 +174,6 @@ def main():
     C.write_json(bundle / "metrics.json", metrics_doc)
     write_card(bundle, metrics_doc, on, off, size, mean, std)
     C.log("sizes", sizes)
-
-
-def reference_runs(int8: Path):
-    plain = session(int8, optimise=False)
-    runs = [lambda x: plain.run(["logits"], {"input": x})[0]]
-    try:
-        from onnx.reference import ReferenceEvaluator
-
-        m = onnx.load(str(int8))
-        for o in m.opset_import:
-            if o.domain in ("", "ai.onnx"):
-                o.version = max(o.version, 19)
-        ref = ReferenceEvaluator(m)
-        runs.append(lambda x: ref.run(["logits"], {"input": x})[0])
-    except Exception as e:  # pragma: no cover
-        C.log("ReferenceEvaluator skipped:", e)
-    return runs
 
 
 def write_licence(samples_dir: Path):

