@@ -30,13 +30,13 @@ fn every_board_profile_is_a_valid_config_for_its_bundle() {
     // The packaged /etc/vigil/vigil.toml names the bundle where the package installs it;
     // check the rest of it against the same bundle in this tree.
     let packaged = std::fs::read_to_string(common::root().join("boards/debian/vigil.toml")).unwrap();
-    let installed = "/usr/share/vigil/models/mobilenetv2-imagenet";
+    let installed = "/usr/share/vigil/models/road-scene";
     assert!(packaged.contains(installed));
     let dir = tempfile::tempdir().unwrap();
     let here = common::write(
         dir.path(),
         "vigil.toml",
-        &packaged.replace(installed, &common::default_bundle().display().to_string()),
+        &packaged.replace(installed, &common::root().join("models/road-scene").display().to_string()),
     );
     let config = Config::load(&here).unwrap_or_else(|e| panic!("boards/debian/vigil.toml: {e}"));
     let bundle = Bundle::load(&config.bundle_dir).unwrap();
