@@ -17,7 +17,6 @@ Steps:
 import argparse
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from PIL import Image
 
 import common as C
 import elpv_data as D
-from common import best_threshold, fmt, quantise, reference_runs, run, session, sha256
+from common import best_threshold, fmt, quantise_and_score, reference_runs, sha256
 
 NAME = "elpv-solar"
 THRESHOLD_MARGIN = 0.1
@@ -58,19 +57,8 @@ def main():
     L = D.LABELS
 
     # 1-2. fp32 + INT8
-    shutil.copyfile(args.onnx, fp32)
-    calib_idx = tr[:: max(1, len(tr) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
-    ops = quantise(fp32, int8, x[calib_idx])
-    C.log("INT8 ops:", ops)
-    s32, s8 = session(fp32), session(int8)
-
-    # torch vs onnxruntime fp32
-    sl = np.load(C.WORK / "student_logits.npz")
-    z32 = {"val": run(s32, x[va]), "test": run(s32, x[te])}
-    z8 = {"val": run(s8, x[va]), "test": run(s8, x[te])}
-    torch_ort = float(np.abs(z32["test"] - sl["test"]).max())
-    C.log(f"max |torch - onnxruntime fp32| logit: {torch_ort:.2e}")
-    assert torch_ort < 1e-3
+    ops, s32, s8, z32, z8, torch_ort = quantise_and_score(
+        Path(args.onnx), fp32, int8, x, tr, va, te, C.WORK / "student_logits.npz", CALIBRATION_IMAGES)
 
     # 3. thresholds on validation (fp32 student; the manifest serves both variants)
     pv = C.sigmoid(z32["val"])

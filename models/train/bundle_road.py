@@ -17,7 +17,6 @@ with bundle_elpv.py):
 import argparse
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from PIL import Image
 
 import common as C
 import road_data as R
-from common import best_threshold, fmt, quantise, reference_runs, run, session, sha256
+from common import best_threshold, fmt, quantise_and_score, reference_runs, sha256
 
 NAME = "road-scene"
 THRESHOLD_MARGIN = 0.1
@@ -79,17 +78,8 @@ def main():
     L = R.LABELS
 
     # 1. fp32 + INT8
-    shutil.copyfile(args.onnx, fp32)
-    calib_idx = tr[:: max(1, len(tr) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
-    ops = quantise(fp32, int8, x[calib_idx])
-    C.log("INT8 ops:", ops)
-    s32, s8 = session(fp32), session(int8)
-    sl = np.load(C.WORK / "road_student_logits.npz")
-    z32 = {"val": run(s32, x[va]), "test": run(s32, x[te])}
-    z8 = {"val": run(s8, x[va]), "test": run(s8, x[te])}
-    torch_ort = float(np.abs(z32["test"] - sl["test"]).max())
-    C.log(f"max |torch - onnxruntime fp32| logit: {torch_ort:.2e}")
-    assert torch_ort < 1e-3
+    ops, s32, s8, z32, z8, torch_ort = quantise_and_score(
+        Path(args.onnx), fp32, int8, x, tr, va, te, C.WORK / "road_student_logits.npz", CALIBRATION_IMAGES)
 
     # 2. thresholds on validation
     pv = C.sigmoid(z32["val"])

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -300,6 +301,27 @@ def quantise(fp32: Path, int8: Path, calib: np.ndarray):
         onnx.save(m, str(int8))
     onnx.checker.check_model(m, full_check=True)
     return check_int8(m)
+
+
+def quantise_and_score(src: Path, fp32: Path, int8: Path, x: np.ndarray, tr, va, te, torch_logits: Path,
+                       calibration_images: int):
+    """Copy the student's fp32 ONNX to `fp32`, quantise it to `int8` (MinMax calibration on an even
+    spread of `calibration_images` training inputs), and score the validation and test parts with
+    both in onnxruntime; fail unless onnxruntime's fp32 logits match torch's (`torch_logits`, key
+    "test") to 1e-3. Returns (INT8 op counts, fp32 session, INT8 session, fp32 logits, INT8 logits,
+    max |torch - onnxruntime|); the logits are dicts with "val" and "test"."""
+    shutil.copyfile(src, fp32)
+    calib_idx = tr[:: max(1, len(tr) // calibration_images)][:calibration_images]
+    ops = quantise(fp32, int8, x[calib_idx])
+    log("INT8 ops:", ops)
+    s32, s8 = session(fp32), session(int8)
+    sl = np.load(torch_logits)
+    z32 = {"val": run(s32, x[va]), "test": run(s32, x[te])}
+    z8 = {"val": run(s8, x[va]), "test": run(s8, x[te])}
+    torch_ort = float(np.abs(z32["test"] - sl["test"]).max())
+    log(f"max |torch - onnxruntime fp32| logit: {torch_ort:.2e}")
+    assert torch_ort < 1e-3
+    return ops, s32, s8, z32, z8, torch_ort
 
 
 def check_int8(m) -> dict:
