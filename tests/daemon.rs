@@ -595,14 +595,7 @@ fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
     );
     let cfg = write(dir.path(), "c.toml", &config_text(&samples(), &extra).replace("fps = 0", "fps = 0\nloop = true"));
     let log_path = dir.path().join("stderr.txt");
-    let mut child = KillOnDrop(
-        vigil()
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_logged(&cfg, &log_path);
     let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let mut stdout_events = 0u64;
     let mut line = String::new();
@@ -651,6 +644,18 @@ fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
     );
 }
 
+/// `vigil run --config cfg`, stdout piped, the log written to `log_path`; killed when dropped.
+fn spawn_logged(cfg: &Path, log_path: &Path) -> KillOnDrop {
+    KillOnDrop(
+        vigil()
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(log_path).unwrap()))
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// A daemon that must not outlive a failed test.
 struct KillOnDrop(std::process::Child);
 
@@ -671,14 +676,7 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         .replace("fps = 0", "fps = 10\nloop = true");
     let cfg = write(dir.path(), "c.toml", &good);
     let log_path = dir.path().join("stderr.txt");
-    let mut child = KillOnDrop(
-        vigil()
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_logged(&cfg, &log_path);
     let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
