@@ -46,7 +46,7 @@ want() {
   path=$(find "$mods/kernel" -name "$name.ko" -o -name "${name//-/_}.ko" | head -1)
   [ -n "$path" ] || { echo "make-initramfs: module $name not found in $kver" >&2; exit 1; }
   wanted[$name]=$path
-  for dep in $(strings "$path" | sed -n 's/^depends=//p' | tr ',' ' '); do want "$dep"; done
+  for dep in $(aarch64-linux-gnu-strings "$path" | sed -n 's/^depends=//p' | tr ',' ' '); do want "$dep"; done
 }
 want vivid
 for name in "${!wanted[@]}"; do
