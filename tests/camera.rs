@@ -137,16 +137,12 @@ fn pipe_config(dir: &Path, source: &str) -> PathBuf {
     write(dir, "c.toml", &text)
 }
 
-/// A pipe source config for tests about timing (watchdog, outages), not labels: the small
-/// factory model in its cheapest form here. Under qemu-user, MobileNetV2's float convolutions
-/// take about 16 s a frame (qemu emulates NEON float arithmetic in software) and starve the
-/// capture thread past a 1 s watchdog; integer NEON runs almost natively there, so aarch64
-/// takes the INT8 form, while x86 (where tract's integer kernels are generic) takes fp32.
+/// A pipe source config for tests about timing (watchdog, outages), not labels: see
+/// [`common::light_model_section`].
 fn light_pipe_config(dir: &Path, source: &str) -> PathBuf {
-    let variant = if cfg!(target_arch = "aarch64") { "int8" } else { "fp32" };
     let text = format!(
-        "[model]\nbundle = \"{}\"\nvariant = \"{variant}\"\nworkers = 1\n\n[source]\nkind = \"pipe\"\n{source}\n\n[status]\ninterval_s = 0.2\n",
-        common::root().join("models/elpv-solar").display()
+        "{}\n[source]\nkind = \"pipe\"\n{source}\n\n[status]\ninterval_s = 0.2\n",
+        common::light_model_section()
     );
     write(dir, "c.toml", &text)
 }

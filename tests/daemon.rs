@@ -239,7 +239,13 @@ fn corrupt_and_truncated_frames_are_dropped_and_counted() {
 #[test]
 fn sigterm_stops_promptly_and_flushes() {
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&samples(), "[status]\ninterval_s = 0.2\n").replace("fps = 0", "fps = 20\nloop = true");
+    // The light model: the promise under test is the 1 s stop, not how long a big float model
+    // takes under qemu-user's software NEON.
+    let text = format!(
+        "{}\n[source]\nkind = \"files\"\npath = \"{}\"\nfps = 20\nloop = true\n\n[status]\ninterval_s = 0.2\n",
+        common::light_model_section(),
+        common::light_model_samples().display()
+    );
     let cfg = write(dir.path(), "c.toml", &text);
     let mut child = vigil()
         .args(["run", "--config", cfg.to_str().unwrap()])
@@ -248,38 +254,33 @@ fn sigterm_stops_promptly_and_flushes() {
         .spawn()
         .unwrap();
     let mut out = child.stdout.take().unwrap();
-    // Wait for a status line with frames decided: the model is loaded, frames flow, and the
-    // latency percentiles say how long a frame takes here (seconds under emulation).
+    // Wait for a status line with frames decided: the model is loaded and frames flow.
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let decided = |seen: &[u8]| {
-        String::from_utf8_lossy(seen)
-            .lines()
-            .filter(|l| l.contains("\"status\"") && !l.contains("\"frames\":0,"))
-            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        String::from_utf8_lossy(seen).lines().any(|l| l.contains("\"status\"") && !l.contains("\"frames\":0,"))
     };
-    let first = loop {
-        if let Some(v) = decided(&seen) {
-            break v;
-        }
+    while !decided(&seen) {
         let n = out.read(&mut buf).unwrap();
         assert!(n > 0, "vigil ended early: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
-    };
-    let p99_ms = first["infer_ms_p99"].as_f64().unwrap();
+    }
     let t0 = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     out.read_to_end(&mut seen).unwrap();
     let status = child.wait().unwrap();
     let took = t0.elapsed();
     assert_eq!(status.code(), Some(0));
-    // The promise is 1 s; a frame already inside the model finishes first (seconds under emulation).
-    let bound = Duration::from_secs(1) + Duration::from_secs_f64(p99_ms / 1000.0);
-    assert!(took <= bound, "stopped after {took:?} (bound {bound:?})");
     let text = String::from_utf8_lossy(&seen);
     assert!(text.ends_with('\n'), "last line complete");
     let last = json_lines(&text).pop().unwrap();
     assert_eq!(last["type"], "status", "a final status line is flushed at stop");
+    // The promise is 1 s; a frame already inside the model finishes first. The final status
+    // line's p99 covers that frame too (with fewer than 100 frames it is the slowest one), so
+    // the bound holds however slow a frame is on this machine.
+    let p99_ms = last["infer_ms_p99"].as_f64().unwrap();
+    let bound = Duration::from_secs(1) + Duration::from_secs_f64(p99_ms / 1000.0);
+    assert!(took <= bound, "stopped after {took:?} (bound {bound:?})");
 }
 
 // ---------------------------------------------------------------- serial

@@ -9,9 +9,28 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shipped default bundle.
+/// The MobileNetV2 ImageNet bundle: the tests' general-purpose model, with labels any photo
+/// exercises (the packaged default is road-scene; `tests/boards.rs` covers it).
 pub fn default_bundle() -> PathBuf {
     root().join("models/mobilenetv2-imagenet")
+}
+
+/// A `[model]` section for tests about timing (watchdog, outages, stopping), not labels: the
+/// small factory model in its cheapest form here. Under qemu-user, MobileNetV2's float
+/// convolutions take 9–16 s a frame (qemu emulates NEON float arithmetic in software) and starve
+/// the capture thread past a 1 s watchdog; integer NEON runs almost natively there, so aarch64
+/// takes the INT8 form, while x86 (where tract's integer kernels are generic) takes fp32.
+pub fn light_model_section() -> String {
+    let variant = if cfg!(target_arch = "aarch64") { "int8" } else { "fp32" };
+    format!(
+        "[model]\nbundle = \"{}\"\nvariant = \"{variant}\"\nworkers = 1\n",
+        root().join("models/elpv-solar").display()
+    )
+}
+
+/// The sample images of the light model's bundle.
+pub fn light_model_samples() -> PathBuf {
+    root().join("models/elpv-solar/samples")
 }
 
 /// The built `vigil` binary (run under qemu-user when cross-testing: cargo's runner
