@@ -346,6 +346,27 @@ fn heatmap_svg(report: &EvalReport, labels: &[usize]) -> DrawResult<String> {
     Ok(svg)
 }
 
+/// The per-label table's columns, shared by the Markdown and HTML reports.
+const LABEL_COLUMNS: [&str; 11] =
+    ["label", "support", "frequency", "AP", "on", "precision", "recall", "F1", "tp", "fp", "fn"];
+
+/// One label's row of the per-label table, in [`LABEL_COLUMNS`] order, unescaped.
+fn label_cells(l: &metrics::LabelMetrics) -> [String; 11] {
+    [
+        l.label.clone(),
+        l.support.to_string(),
+        format!("{:.3}", l.frequency),
+        opt(l.ap),
+        l.on.to_string(),
+        format!("{:.3}", l.precision),
+        format!("{:.3}", l.recall),
+        format!("{:.3}", l.f1),
+        l.counts.tp.to_string(),
+        l.counts.fp.to_string(),
+        l.counts.fn_.to_string(),
+    ]
+}
+
 fn markdown(r: &EvalReport, panels: usize, heat: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# vigil eval: {}\n", r.model.display());
@@ -369,26 +390,11 @@ fn markdown(r: &EvalReport, panels: usize, heat: usize) -> String {
     for (name, value) in summary_rows(&r.metrics) {
         let _ = writeln!(s, "| {name} | {value} |");
     }
-    let _ = writeln!(
-        s,
-        "\n## Per label\n\n| label | support | frequency | AP | on | precision | recall | F1 | tp | fp | fn |\n|---|---|---|---|---|---|---|---|---|---|---|"
-    );
+    let _ = writeln!(s, "\n## Per label\n\n| {} |\n|{}", LABEL_COLUMNS.join(" | "), "---|".repeat(LABEL_COLUMNS.len()));
     for l in &r.metrics.labels {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.3} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
-            l.label.replace('|', "\\|"),
-            l.support,
-            l.frequency,
-            opt(l.ap),
-            l.on,
-            l.precision,
-            l.recall,
-            l.f1,
-            l.counts.tp,
-            l.counts.fp,
-            l.counts.fn_
-        );
+        let mut cells = label_cells(l);
+        cells[0] = cells[0].replace('|', "\\|");
+        let _ = writeln!(s, "| {} |", cells.join(" | "));
     }
     let _ = writeln!(
         s,
@@ -428,26 +434,10 @@ fn html(r: &EvalReport, panels: usize, heat: usize) -> String {
     for (name, value) in summary_rows(&r.metrics) {
         let _ = writeln!(s, "<tr><td>{name}</td><td>{}</td></tr>", escape(&value));
     }
-    let _ = writeln!(
-        s,
-        "</table>\n<h2>Per label</h2>\n<table><tr><th>label</th><th>support</th><th>frequency</th><th>AP</th><th>on</th><th>precision</th><th>recall</th><th>F1</th><th>tp</th><th>fp</th><th>fn</th></tr>"
-    );
+    let _ = writeln!(s, "</table>\n<h2>Per label</h2>\n<table><tr><th>{}</th></tr>", LABEL_COLUMNS.join("</th><th>"));
     for l in &r.metrics.labels {
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&l.label),
-            l.support,
-            l.frequency,
-            opt(l.ap),
-            l.on,
-            l.precision,
-            l.recall,
-            l.f1,
-            l.counts.tp,
-            l.counts.fp,
-            l.counts.fn_
-        );
+        let cells: Vec<String> = label_cells(l).iter().map(|c| escape(c)).collect();
+        let _ = writeln!(s, "<tr><td>{}</td></tr>", cells.join("</td><td>"));
     }
     let _ = writeln!(
         s,
