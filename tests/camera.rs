@@ -419,13 +419,14 @@ fn a_fifo_whose_writer_goes_away_and_comes_back_is_reopened() {
 
 /// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once the model is loaded, WATCHDOG=1
 /// while frames flow and none while the camera is quiet, STOPPING=1 at the end. Paced by what
-/// the daemon reports, not by fixed times, so a slow machine (or emulation) passes too.
+/// the daemon reports, not by fixed times, so a slow machine (or emulation) passes too. A test
+/// about timing, so it runs the light model.
 #[test]
 fn systemd_watchdog_is_pinged_only_while_frames_flow() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    let cfg = pipe_config(dir.path(), "path = \"-\"\nformat = \"mjpeg\"\nwatchdog_s = 30\n");
+    let cfg = light_pipe_config(dir.path(), "path = \"-\"\nformat = \"mjpeg\"\nwatchdog_s = 30\n");
     let mut child = vigil()
         .args(["run", "--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &socket_path)
