@@ -20,12 +20,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 import common as C
 import elpv_data as D
-from common import best_threshold, fmt, quantise_and_score, reference_runs, sha256
+from common import best_threshold, fmt, quantise_and_score, reference_runs
 
 NAME = "elpv-solar"
 THRESHOLD_MARGIN = 0.1
@@ -111,36 +110,22 @@ def main():
         px = np.asarray(Image.open(out), dtype=np.uint8)
         assert np.array_equal(px, d["images"][i])
         xi = C.normalise(px[None], mean, std)
-        a = s32.run(["logits"], {"input": xi})[0][0].astype(np.float64)
-        b = s8.run(["logits"], {"input": xi})[0][0].astype(np.float64)
-        spread = max((float(np.abs(C.sigmoid(r(xi)[0].astype(np.float64)) - C.sigmoid(b)).max()) for r in ref), default=0.0)
-        r7 = lambda v: [float(f"{t:.7g}") for t in v]
+        fp32_entry, int8_entry, p32, p8 = C.golden_scores(xi, s32, s8, ref)
         labels_true = [l for l, v in zip(L, y[i]) if v]
         golden_imgs.append({
             "file": name,
             "source": f"elpv-dataset {d['names'][i]} (test split), defect probability "
                       f"{d['probs'][i]:.4f}, type {d['types'][i]}",
             "labels": labels_true,
-            "fp32": {"logits": r7(a), "scores": r7(C.sigmoid(a))},
-            "int8": {"logits": r7(b), "scores": r7(C.sigmoid(b)), "spread": float(f"{spread:.3g}")},
+            "fp32": fp32_entry,
+            "int8": int8_entry,
         })
-        rows.append((name, d["names"][i], d["probs"][i], d["types"][i], labels_true, C.sigmoid(a), C.sigmoid(b)))
-    golden = {
-        "model": NAME,
-        "fp32_model": "model.onnx", "fp32_sha256": sha256(fp32),
-        "int8_model": "model.int8.onnx", "int8_sha256": sha256(int8),
-        "labels": L,
-        "generator": f"models/train/bundle_elpv.py, onnxruntime {ort.__version__} CPUExecutionProvider",
-        "preprocess": {"width": size, "height": size, "channels": "grey", "scale": 1 / 255,
-                       "mean": [mean], "std": [std], "layout": "nchw",
-                       "note": "PNGs are already at the input size (resize is the identity); "
-                               "x = (pixel * scale - mean) / std in float32"},
-        "logits": "raw graph outputs (the daemon applies activation = sigmoid)",
-        "scores": "sigmoid(logits) computed in float64, 7 significant digits",
-        "int8_note": "int8.spread = largest |score - golden| seen from other faithful executions of "
-                     "model.int8.onnx (onnxruntime without graph optimisations, onnx ReferenceEvaluator)",
-        "images": golden_imgs,
-    }
+        rows.append((name, d["names"][i], d["probs"][i], d["types"][i], labels_true, p32, p8))
+    preprocess = {"width": size, "height": size, "channels": "grey", "scale": 1 / 255,
+                  "mean": [mean], "std": [std], "layout": "nchw",
+                  "note": "PNGs are already at the input size (resize is the identity); "
+                          "x = (pixel * scale - mean) / std in float32"}
+    golden = C.golden_document(NAME, fp32, int8, L, "bundle_elpv.py", preprocess, golden_imgs)
     (samples_dir / "golden.json").write_text(json.dumps(golden, indent=1) + "\n", encoding="utf-8")
     write_samples_md(samples_dir, rows, L, on)
     write_licence(samples_dir)

@@ -387,6 +387,42 @@ def reference_runs(int8: Path):
     return runs
 
 
+
+def r7(v) -> list:
+    """Values rounded to 7 significant digits, as the golden files store them."""
+    return [float(f"{t:.7g}") for t in v]
+
+
+def golden_scores(xi: np.ndarray, s32, s8, ref):
+    """One sample's golden entries from onnxruntime: fp32 and INT8 logits and scores, and the
+    INT8 spread (largest score difference seen from the other faithful executions in `ref`).
+    Returns (fp32 entry, int8 entry, fp32 scores, int8 scores)."""
+    a = s32.run(["logits"], {"input": xi})[0][0].astype(np.float64)
+    b = s8.run(["logits"], {"input": xi})[0][0].astype(np.float64)
+    spread = max((float(np.abs(sigmoid(r(xi)[0].astype(np.float64)) - sigmoid(b)).max()) for r in ref), default=0.0)
+    fp32 = {"logits": r7(a), "scores": r7(sigmoid(a))}
+    int8 = {"logits": r7(b), "scores": r7(sigmoid(b)), "spread": float(f"{spread:.3g}")}
+    return fp32, int8, sigmoid(a), sigmoid(b)
+
+
+def golden_document(name: str, fp32: Path, int8: Path, labels, script: str, preprocess: dict, images: list) -> dict:
+    """A bundle's samples/golden.json: what the Rust tests reproduce to 1e-4."""
+    import onnxruntime as ort
+
+    return {
+        "model": name,
+        "fp32_model": "model.onnx", "fp32_sha256": sha256(fp32),
+        "int8_model": "model.int8.onnx", "int8_sha256": sha256(int8),
+        "labels": labels,
+        "generator": f"models/train/{script}, onnxruntime {ort.__version__} CPUExecutionProvider",
+        "preprocess": preprocess,
+        "logits": "raw graph outputs (the daemon applies activation = sigmoid)",
+        "scores": "sigmoid(logits) computed in float64, 7 significant digits",
+        "int8_note": "int8.spread = largest |score - golden| seen from other faithful executions of "
+                     "model.int8.onnx (onnxruntime without graph optimisations, onnx ReferenceEvaluator)",
+        "images": images,
+    }
+
 # ---- ImageNet MobileNetV2 (elpv teacher, road comparison) ----
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
