@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Tune a road-scene bundle to one camera: teacher-label its frames, split them by time, train the
+students, quantise, choose thresholds, write the bundle, its card and (with --vigil) `vigil eval`
+reports. `models/train/adapt.sh` is the user-facing wrapper; docs/adapt.md explains it.
+
+    road_adapt.py FRAMES_DIR --out BUNDLE [--extras DIR] [--paste] [--eval CSV --vigil BIN]
+
+Steps (WORK = $VIGIL_TRAIN_WORK/adapt-<bundle name>):
+  1. views (road_views.build): frames split by time 75/10/15 %, whole frame + crops; extra stills
+     (train/val only); with --paste copy-paste composites (traffic lights, rendered stop signs,
+     teacher cut-outs). Every view labelled by the teacher (road_teachers.Teacher).
+  2. student A, ImageNet MobileNetV2 (road_students.train_mnv2), then student B, the plain CNN
+     distilled from A (road_students.train_plain).
+  3. labels: a label is shipped only when the training views hold at least MIN_TRAIN_POS positives
+     and the validation views at least MIN_VAL_POS (so that its threshold is measured, not guessed);
+     the others are cut from the graph and listed in the card with the reason.
+  4. exports: B fp32 (BN folded) and B INT8 (common.quantise: QOperator, per-tensor, u8/s8, the
+     integer chain tract needs, checked); A fp32 as the comparison (WORK/mnv2.onnx).
+  5. thresholds: per label `on` maximises F1 against the teacher's hard labels on the validation
+     views (fp32 B), off = on - 0.1.
+  6. agreement with the teacher on the test frames (fp32, INT8, A), AP of the pasted labels on the
+     test composites, samples + golden scores, model.toml, metrics.json, MODEL_CARD.md; with
+     --eval and --vigil: `vigil eval --json --report` for fp32 and INT8 on that labelled set.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import common as C
+import road_card
+import road_students as S
+import road_views as V
+from road_teachers import BEST, HARD, LABELS, log
+
+MIN_TRAIN_POS = 20
+MIN_VAL_POS = 3
+THRESHOLD_MARGIN = 0.1
+CALIBRATION_IMAGES = 256
+SAMPLES = 5
+
+
+def agreement(soft, p, on, labels_idx) -> dict:
+    """Student scores p vs teacher scores soft on the kept labels (columns labels_idx of soft)."""
+    y = (soft[:, labels_idx] >= HARD).astype(int)
+    s = soft[:, labels_idx]
+    aps = [C.average_precision(y[:, j], p[:, j]) for j in range(y.shape[1])]
+    pred = (p >= np.asarray(on)).astype(int)
+    return {"views": int(len(y)), "teacher_positives": [int(v) for v in y.sum(0)],
+            "ap": [None if a != a else round(a, 4) for a in aps],
+            "map": round(float(np.nanmean(aps)), 4) if any(a == a for a in aps) else None,
+            "mean_abs_score_diff": round(float(np.abs(p - s).mean()), 4),
+            "decision_agreement": round(float((pred == y).mean()), 4)}
+
+
+def choose_labels(d) -> tuple:
+    tr_pos = d["y"][d["train"]].sum(0)
+    va_pos = d["y"][d["val"]].sum(0)
+    keep, dropped = [], {}
+    for j, l in enumerate(LABELS):
+        if tr_pos[j] < MIN_TRAIN_POS:
+            dropped[l] = f"{int(tr_pos[j])} positive training views (< {MIN_TRAIN_POS})"
+        elif va_pos[j] < MIN_VAL_POS:
+            dropped[l] = f"{int(va_pos[j])} positive validation views (< {MIN_VAL_POS}): no measured threshold"
+        else:
+            keep.append(j)
+    return keep, dropped, tr_pos, va_pos
+
+
+def cut_head(model: torch.nn.Module, keep: list) -> torch.nn.Module:
+    """The exported graph has one logit per shipped label: keep those rows of the final Linear."""
+    fc = model[-1] if isinstance(model, torch.nn.Sequential) else model.fc
+    new = torch.nn.Linear(fc.in_features, len(keep))
+    with torch.no_grad():
+        new.weight.copy_(fc.weight[keep])
+        new.bias.copy_(fc.bias[keep])
+    if isinstance(model, torch.nn.Sequential):
+        model[-1] = new
+    else:
+        model.fc = new
+    return model
+
+
+def run_vigil_eval(vigil: Path, bundle: Path, csv: Path, variant: str, report: Path) -> dict:
+    cmd = [str(vigil), "eval", "--model", str(bundle), "--data", str(csv), "--variant", variant, "--json",
+           "--workers", "1", "--report", str(report)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
+    return json.loads(r.stdout)
+
+
+def eval_csv_for(csv: Path, labels: list, out: Path) -> Path:
+    """A copy of a label-list CSV with absolute paths and only `labels` (vigil refuses unknown ones)."""
+    rows = ["path,labels"]
+    for line in csv.read_text().splitlines():
+        if not line or line.startswith("#") or line == "path,labels":
+            continue
+        p, ls = line.split(",", 1)
+        keep = [l for l in ls.split(";") if l in labels]
+        rows.append(f"{(csv.parent / p).resolve()},{';'.join(keep)}")
+    out.write_text("\n".join(rows) + "\n")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("frames", type=Path, help="folder of one camera's frames (JPEG/PNG, names in capture order)")
+    ap.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    ap.add_argument("--name", help="bundle name (default: the folder's name)")
+    ap.add_argument("--extras", type=Path, help="extra stills for training/validation (road_extras.py)")
+    ap.add_argument("--paste", action="store_true", help="add copy-paste composites (traffic lights, stop signs, cut-outs)")
+    ap.add_argument("--composites", default="700,120,150", help="composites per train,val,test split")
+    ap.add_argument("--eval", type=Path, help="a hand-labelled set (vigil eval label-list CSV) to report on")
+    ap.add_argument("--vigil", type=Path, help="the vigil binary (runs `vigil eval` on --eval)")
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--epochs-mnv2", type=int, default=6)
+    ap.add_argument("--epochs-plain", type=int, default=10)
+    ap.add_argument("--limit", type=int, default=0, help="smoke test: use only this many frames")
+    a = ap.parse_args()
+    t_start = time.time()
+    name = a.name or a.out.resolve().name
+    work = C.WORK / f"adapt-{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    frames = a.frames
+    if a.limit:  # a temporary folder with an even spread of the frames
+        frames = work / "frames-limit"
+        shutil.rmtree(frames, ignore_errors=True)
+        frames.mkdir()
+        fs = V.list_images(a.frames)
+        for p in [fs[i] for i in np.linspace(0, len(fs) - 1, a.limit).round().astype(int)]:
+            (frames / p.name).symlink_to(p.resolve())
+    comp = dict(zip(("train", "val", "test"), (int(v) for v in a.composites.split(","))))
+
+    # 1. views
+    t0 = time.time()
+    d = V.build(frames, a.extras, a.paste, a.size, comp)
+    t_views = time.time() - t0
+    tr, va, te = d["train"], d["val"], d["test"]
+    log(f"views: train {len(tr)}, val {len(va)}, test {len(te)} ({t_views:.0f}s)")
+    mean, std = V.norm_stats(d["images"], tr)
+    x = V.normalise(d["images"], mean, std)
+
+    # 2. students
+    t0 = time.time()
+    A, hist_a, h = S.train_mnv2(d, x, mean, std, epochs=a.epochs_mnv2, ckpt=work / "mnv2.pt")
+    za0, fa0 = S.top_outputs(A, h[0])
+    za1, fa1 = S.top_outputs(A, h[1])
+    del h
+    t_a = time.time() - t0
+    t0 = time.time()
+    B, hist_b = S.train_plain(d, x, np.stack([za0, za1]), np.stack([fa0, fa1]), epochs=a.epochs_plain,
+                              ckpt=work / "plain.pt")
+    t_b = time.time() - t0
+
+    # 3. labels
+    keep, dropped, tr_pos, va_pos = choose_labels(d)
+    labels = [LABELS[j] for j in keep]
+    log("labels shipped:", labels, "dropped:", dropped)
+    if not keep:
+        raise SystemExit("no label has enough teacher positives in these frames to train and threshold it")
+
+    # 4. exports
+    a.out.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = a.out / "model.onnx", a.out / "model.int8.onnx"
+    f = cut_head(C.fused(B), keep)
+    C.export_onnx(f, a.size, work / "plain.onnx", len(keep), in_ch=3)
+    zt = {k: C.predict(f, x[idx]) for k, idx in (("val", va), ("test", te))}
+    np.savez(work / "plain_logits.npz", **zt)
+    ops, s32, s8, z32, z8, torch_ort = C.quantise_and_score(work / "plain.onnx", fp32, int8, x, tr, va, te,
+                                                            work / "plain_logits.npz", CALIBRATION_IMAGES)
+    A_cut = A
+    A_cut.m.net.classifier[1] = cut_head(torch.nn.Sequential(A.m.net.classifier[1]), keep)[0]
+    S.export_mnv2(A_cut, a.size, work / "mnv2.onnx")
+    sa = C.session(work / "mnv2.onnx")
+    za = {"val": C.run(sa, x[va]), "test": C.run(sa, x[te])}
+
+    # 5. thresholds (validation, fp32 B; A gets its own for the comparison)
+    yv = d["y"][va][:, keep]
+    on = [C.best_threshold(yv[:, j], C.sigmoid(z32["val"])[:, j]) for j in range(len(keep))]
+    off = [round(max(0.01, o - THRESHOLD_MARGIN), 2) for o in on]
+    on_a = [C.best_threshold(yv[:, j], C.sigmoid(za["val"])[:, j]) for j in range(len(keep))]
+    log("thresholds:", dict(zip(labels, on)))
+
+    # 6. agreement on the test frames and composites
+    soft_te = d["soft"][te]
+    frames_te = d["group"][te] == "frame"
+    comp_te = d["group"][te] == "composite"
+    res = {}
+    for k, z, o in (("plain_fp32", z32, on), ("plain_int8", z8, on), ("mnv2_fp32", za, on_a)):
+        p = C.sigmoid(z["test"])
+        res[k] = {"test_frames": agreement(soft_te[frames_te], p[frames_te], o, keep),
+                  "test_whole_frames": agreement(soft_te[d["whole"][te]], p[d["whole"][te]], o, keep)}
+        if comp_te.any():
+            kn = d["known"][te][comp_te][:, keep]
+            res[k]["test_composites_pasted_ap"] = [
+                round(C.average_precision(kn[:, j], p[comp_te][:, j]), 4) if kn[:, j].sum() else None
+                for j in range(len(keep))]
+        log(k, json.dumps(res[k]))
+    d_map = (res["plain_int8"]["test_frames"]["map"] or 0) - (res["plain_fp32"]["test_frames"]["map"] or 0)
+
+    road_card.write_samples(a.out, d, keep, labels, te, mean, std, a.size, s32, s8, int8, frames_te, name)
+    road_card.write_manifest(a.out, name, labels, a.size, mean, std, on, off, C.macs(f, a.size))
+    sizes = {"model.onnx": fp32.stat().st_size, "model.int8.onnx": int8.stat().st_size,
+             "mnv2.onnx (comparison, not in the bundle)": (work / "mnv2.onnx").stat().st_size}
+    m = {
+        "name": name, "frames_dir": frames.name, "size": a.size, "mean": mean, "std": std,
+        "teacher": {"combination": BEST, "hard_threshold": HARD},
+        "views": {k: int(len(v)) for k, v in (("train", tr), ("val", va), ("test", te))},
+        "views_by_group": {s: {g: int(((d["split"] == s) & (d["group"] == g)).sum()) for g in ("frame", "extra", "composite")}
+                           for s in ("train", "val", "test")},
+        "frames": {s: [str(d["source"][idx][d["group"][idx] == "frame"][0]), str(d["source"][idx][d["group"][idx] == "frame"][-1])]
+                   for s, idx in (("train", tr), ("val", va), ("test", te))},
+        "labels": labels, "dropped_labels": dropped,
+        "train_positives": {l: int(v) for l, v in zip(LABELS, tr_pos)},
+        "val_positives": {l: int(v) for l, v in zip(LABELS, va_pos)},
+        "thresholds": {l: {"on": o, "off": f_} for l, o, f_ in zip(labels, on, off)},
+        "mnv2_thresholds": dict(zip(labels, on_a)),
+        "results": res, "int8_minus_fp32_map_points": round(100 * d_map, 2),
+        "int8_fp32_decision_agreement": round(float(((C.sigmoid(z8["test"]) >= on) == (C.sigmoid(z32["test"]) >= on)).mean()), 4),
+        "torch_vs_onnxruntime_fp32_max_logit_diff": torch_ort, "int8_ops": ops, "sizes_bytes": sizes,
+        "plain": {**S.PLAIN, "macs": C.macs(f, a.size), "params": sum(q.numel() for q in f.parameters()),
+                  "history": hist_b},
+        "mnv2": {"frozen_blocks": S.FROZEN, "macs": S.mnv2_macs(a.size), "history": hist_a},
+        "seconds": {"views": round(t_views), "mnv2": round(t_a), "plain": round(t_b)},
+    }
+    if a.eval and a.vigil:
+        csv = eval_csv_for(a.eval, labels, work / "eval.csv")
+        m["eval"] = {"set": str(a.eval), "labels": labels}
+        for variant in ("fp32", "int8"):
+            m["eval"][variant] = run_vigil_eval(a.vigil, a.out, csv, variant, a.out / "eval-report" / variant)
+            log(f"vigil eval {variant}:", json.dumps(m["eval"][variant]["metrics"])[:400])
+        shutil.copyfile(work / "mnv2.onnx", work / "mnv2-bundle" / "model.onnx") if (work / "mnv2-bundle").exists() else None
+        mb = work / "mnv2-bundle"
+        mb.mkdir(exist_ok=True)
+        shutil.copyfile(work / "mnv2.onnx", mb / "model.onnx")
+        road_card.write_manifest(mb, name + "-mnv2", labels, a.size, mean, std, on_a,
+                                 [round(max(0.01, o - THRESHOLD_MARGIN), 2) for o in on_a], S.mnv2_macs(a.size), int8=False)
+        m["eval"]["mnv2_fp32"] = run_vigil_eval(a.vigil, mb, csv, "fp32", work / "mnv2-eval-report")
+    m["seconds"]["total"] = round(time.time() - t_start)
+    C.write_json(a.out / "metrics.json", m)
+    road_card.write_card(a.out, m)
+    log(f"bundle {a.out} written in {m['seconds']['total']}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
