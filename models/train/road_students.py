@@ -48,10 +48,6 @@ class MobileNetV2Road(nn.Module):
         return self.top(self.stem(x))[0]
 
 
-def _soft_bce(z, t):
-    return nn.functional.binary_cross_entropy_with_logits(z, t)
-
-
 def _val_map(y, p):
     aps = [C.average_precision(y[:, j], p[:, j]) for j in range(y.shape[1])]
     return float(np.nanmean(aps)), aps
@@ -98,8 +94,7 @@ def train_mnv2(d: dict, x: np.ndarray, mean, std, epochs=6, lr=1e-3, batch=32, a
     C.log(f"mnv2: stem features {h.shape} in {time.time() - t0:.0f}s")
     tr, va = d["train"], d["val"]
     y, soft = d["y"], d["soft"]
-    pw = C.pos_weight(y[tr]).clamp(max=POS_WEIGHT_CAP)
-    bce = nn.BCEWithLogitsLoss(pos_weight=pw)
+    loss_fn = C.distillation_loss(C.pos_weight(y[tr]).clamp(max=POS_WEIGHT_CAP), 1.0, alpha)
     params = [p for p in model.parameters() if p.requires_grad]
     steps = epochs * ((len(tr) + batch - 1) // batch)
     opt, sched = _opt(params, lr, steps)
@@ -118,7 +113,7 @@ def train_mnv2(d: dict, x: np.ndarray, mean, std, epochs=6, lr=1e-3, batch=32, a
             hb = torch.from_numpy(np.where(fl[:, None, None, None], h[1, idx], h[0, idx]).astype(np.float32))
             z, _ = model.top(hb)
             yb, sb = torch.from_numpy(y[idx]), torch.from_numpy(soft[idx])
-            loss = (1 - alpha) * bce(z, yb) + alpha * _soft_bce(z, sb)
+            loss = loss_fn(z, yb, sb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -144,8 +139,7 @@ def train_plain(d: dict, x: np.ndarray, za: np.ndarray, fa: np.ndarray, epochs=1
     proj = nn.Linear(PLAIN["head"], fa.shape[-1])
     tr, va = d["train"], d["val"]
     y = d["y"]
-    pw = C.pos_weight(y[tr]).clamp(max=POS_WEIGHT_CAP)
-    bce = nn.BCEWithLogitsLoss(pos_weight=pw)
+    loss_fn = C.distillation_loss(C.pos_weight(y[tr]).clamp(max=POS_WEIGHT_CAP), T, alpha)
     steps = epochs * ((len(tr) + batch - 1) // batch)
     opt, sched = _opt(list(model.parameters()) + list(proj.parameters()), lr, steps)
     gen = torch.Generator().manual_seed(seed)
@@ -168,9 +162,8 @@ def train_plain(d: dict, x: np.ndarray, za: np.ndarray, fa: np.ndarray, epochs=1
             fat = torch.from_numpy(np.where(fl[:, None], fa[1, idx], fa[0, idx]))
             feat = torch.flatten(model.pool(model.features(xb)), 1)
             z = model.fc(feat)
-            kd = _soft_bce(z / T, torch.sigmoid(zat / T)) * T * T
             fd = (1 - nn.functional.cosine_similarity(proj(feat), fat, dim=1)).mean()
-            loss = alpha * kd + (1 - alpha) * bce(z, torch.from_numpy(y[idx])) + beta * fd
+            loss = loss_fn(z, torch.from_numpy(y[idx]), torch.sigmoid(zat / T)) + beta * fd
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -136,6 +136,25 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
+class CachedTeacher:
+    """The teacher with an on-disk memo per view (CACHE/teacher/<key>.json): a rerun with other
+    composites, epochs or labels does not label the same crops again."""
+
+    def __init__(self, folder: Path = CACHE / "teacher"):
+        self.t, self.folder, self.ident = None, folder, Teacher.ident()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, key_parts, render, with_boxes=False):
+        f = self.folder / f"{_key(self.ident, with_boxes, *key_parts)}.json"
+        if f.exists():
+            v = json.loads(f.read_text())
+            return np.array(v["s"], np.float32), [tuple(d) for d in v["d"]]
+        self.t = self.t or Teacher()
+        sc, dets = self.t(render(), with_boxes=with_boxes)
+        f.write_text(json.dumps({"s": sc.tolist(), "d": [list(map(float, d)) for d in dets]}))
+        return sc, dets
+
+
 def build(frames: Path, extras: Path | None, paste: bool, size: int, composites: dict, seed: int = 7,
           cache_dir: Path = CACHE / "viewsets") -> dict:
     """The view set as arrays: images u8 [N,size,size,3], soft [N,8], y [N,8], known [N,8] (1 = pasted),
@@ -149,7 +168,7 @@ def build(frames: Path, extras: Path | None, paste: bool, size: int, composites:
         log(f"view set from cache {cache}")
         return _load(cache)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    teacher = Teacher()
+    teacher = CachedTeacher()
     ims, soft, known, split, group, whole, source = [], [], [], [], [], [], []
     cutouts = {s: [] for s in CROPS}  # split -> [(PIL crop, label index)]
     for k, (p, s, g) in enumerate(src.items):
@@ -158,15 +177,18 @@ def build(frames: Path, extras: Path | None, paste: bool, size: int, composites:
         n = CROPS[s] if g == "frame" else EXTRA_CROPS if s == "train" else 1
         for b in crop_boxes(img.width, img.height, n, rng):
             v = cut(img, b)
-            sc, dets = teacher(v, with_boxes=(b[2] - b[0], b[3] - b[1]) == img.size and not b[4])
+            sc, dets = teacher((p.name, p.stat().st_size, b), lambda: v,
+                               with_boxes=(b[2] - b[0], b[3] - b[1]) == img.size and not b[4])
             ims.append(np.asarray(v.resize((size, size), Image.BILINEAR)))
             soft.append(sc)
             known.append(np.zeros(len(LABELS), np.float32))
             split.append(s), group.append(g), source.append(p.name)
             whole.append(g == "frame" and (b[2] - b[0], b[3] - b[1]) == img.size and not b[4])
             for (x0, y0, x1, y1, score, j) in dets:
+                j = int(j)
                 if score >= CUTOUT_SCORE and (y1 - y0) >= 24 and (x1 - x0) >= 12:
-                    cutouts[s].append((img.crop((int(x0), int(y0), int(x1), int(y1))), j))
+                    cutouts[s].append((img.crop((int(x0), int(y0), int(x1), int(y1))), j,
+                                       (p.name, int(x0), int(y0), int(x1), int(y1))))
         if (k + 1) % 100 == 0:
             log(f"labelled {k + 1}/{len(src.items)} images, {len(ims)} views")
     if paste:
@@ -181,15 +203,18 @@ def build(frames: Path, extras: Path | None, paste: bool, size: int, composites:
                 f = WORK_SIZE / max(bg.size)
                 bg = bg.resize((max(8, round(bg.width * f)), max(8, round(bg.height * f))), Image.BILINEAR)
                 kn = np.zeros(len(LABELS), np.float32)
+                pasted = []
                 for _ in range(int(rng.integers(1, 4))):
                     kind = rng.choice(["traffic light", "stop sign", "cutout"], p=[0.4, 0.3, 0.3])
                     if kind == "cutout" and cutouts[s]:
-                        obj, j = cutouts[s][int(rng.integers(len(cutouts[s])))]
+                        obj, j, oid = cutouts[s][int(rng.integers(len(cutouts[s])))]
                         obj, hmin, hmax = obj.convert("RGBA"), 0.2, 0.7
                     elif kind == "stop sign":
-                        obj, j, hmin, hmax = stop_sign(rng), LABELS.index("stop sign"), 0.1, 0.45
+                        oid = int(rng.integers(1 << 30))
+                        obj, j, hmin, hmax = stop_sign(np.random.default_rng(oid)), LABELS.index("stop sign"), 0.1, 0.45
                     else:
-                        obj = Image.open(tl[int(rng.integers(len(tl)))]).convert("RGBA")
+                        oid = tl[int(rng.integers(len(tl)))]
+                        obj = Image.open(oid).convert("RGBA")
                         j, hmin, hmax = LABELS.index("traffic light"), 0.12, 0.45
                     h = max(8, int(bg.height * rng.uniform(hmin, hmax)))
                     w = max(4, round(obj.width * h / obj.height))
@@ -199,7 +224,8 @@ def build(frames: Path, extras: Path | None, paste: bool, size: int, composites:
                     x, y = int(rng.integers(0, bg.width - w + 1)), int(rng.integers(0, max(1, bg.height - h + 1)))
                     bg.paste(obj, (x, y), obj)
                     kn[j] = 1.0
-                sc, _ = teacher(bg)
+                    pasted.append((str(kind), str(oid), int(j), w, h, x, y))
+                sc, _ = teacher(("composite", s, c, p.name, bg.size, pasted), lambda: bg)
                 ims.append(np.asarray(bg.resize((size, size), Image.BILINEAR)))
                 soft.append(np.maximum(sc, kn))
                 known.append(kn)
