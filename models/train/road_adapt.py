@@ -91,27 +91,42 @@ def cut_head(model: torch.nn.Module, keep: list) -> torch.nn.Module:
     return model
 
 
-def run_vigil_eval(vigil: Path, bundle: Path, csv: Path, variant: str, report: Path) -> dict:
-    """`vigil eval --json` (vigil_eval.run_eval's command) plus `--report DIR` in the same run."""
+def run_vigil_eval(vigil: Path, bundle: Path, csv: Path, variant: str, report: Path | None) -> dict:
+    """`vigil eval --labels all --json` (vigil_eval.run_eval's command) plus `--report DIR` in the same run."""
     cmd = [str(vigil), "eval", "--model", str(bundle), "--data", str(csv), "--variant", variant, "--json",
-           "--workers", "1", "--report", str(report)]
+           "--labels", "all", "--workers", "1"] + (["--report", str(report)] if report else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
     return json.loads(r.stdout)
 
 
-def eval_csv_for(csv: Path, labels: list, out: Path) -> Path:
-    """A copy of a label-list CSV with absolute paths and only `labels` (vigil refuses unknown ones)."""
-    rows = ["path,labels"]
+def vigil_eval_all(vigil: Path, bundle: Path, csv: Path, neg_csv: Path | None, variant: str, report: Path | None) -> dict:
+    """The eval document, plus `negatives_clean`: the share of the set's negatives (images with none
+    of the labels) on which no label switches on = subset accuracy of `vigil eval --labels all` on
+    the negatives alone."""
+    ev = run_vigil_eval(vigil, bundle, csv, variant, report)
+    if neg_csv:
+        ev["negatives_clean"] = run_vigil_eval(vigil, bundle, neg_csv, variant, None)["metrics"]["subset_accuracy"]
+    return ev
+
+
+def eval_csv_for(csv: Path, labels: list, out: Path) -> tuple:
+    """A copy of a label-list CSV with absolute paths and only `labels` (vigil refuses unknown ones),
+    and one of its negatives alone (images with no label at all in the original; None if there are none)."""
+    rows, neg = ["path,labels"], ["path,labels"]
     for line in csv.read_text().splitlines():
         if not line or line.startswith("#") or line == "path,labels":
             continue
         p, ls = line.split(",", 1)
         keep = [l for l in ls.split(";") if l in labels]
         rows.append(f"{(csv.parent / p).resolve()},{';'.join(keep)}")
+        if not ls.strip():
+            neg.append(f"{(csv.parent / p).resolve()},")
     out.write_text("\n".join(rows) + "\n")
-    return out
+    neg_out = out.with_name(out.stem + "-negatives.csv")
+    neg_out.write_text("\n".join(neg) + "\n")
+    return out, (neg_out if len(neg) > 1 else None)
 
 
 def main():
@@ -242,17 +257,17 @@ def main():
     if a.eval and not vigil:
         log("no vigil binary (cargo build --release, or --vigil / VIGIL_BIN): skipping `vigil eval`")
     if a.eval and vigil:
-        csv = eval_csv_for(a.eval, labels, work / "eval.csv")
+        csv, neg = eval_csv_for(a.eval, labels, work / "eval.csv")
         m["eval"] = {"set": str(a.eval), "labels": labels}
         for variant in ("fp32", "int8"):
-            m["eval"][variant] = run_vigil_eval(vigil, a.out, csv, variant, a.out / "eval-report" / variant)
+            m["eval"][variant] = vigil_eval_all(vigil, a.out, csv, neg, variant, a.out / "eval-report" / variant)
             log(f"vigil eval {variant}:", json.dumps(m["eval"][variant]["metrics"])[:400])
         mb = work / "mnv2-bundle"
         mb.mkdir(exist_ok=True)
         shutil.copyfile(work / "mnv2.onnx", mb / "model.onnx")
         road_card.write_manifest(mb, name + "-mnv2", labels, a.size, mean, std, on_a,
                                  [round(max(0.01, o - THRESHOLD_MARGIN), 2) for o in on_a], S.mnv2_macs(a.size), int8=False)
-        m["eval"]["mnv2_fp32"] = run_vigil_eval(vigil, mb, csv, "fp32", work / "mnv2-eval-report")
+        m["eval"]["mnv2_fp32"] = vigil_eval_all(vigil, mb, csv, neg, "fp32", work / "mnv2-eval-report")
     m["seconds"]["total"] = round(time.time() - t_start)
     C.write_json(a.out / "metrics.json", m)
     road_card.write_card(a.out, m)

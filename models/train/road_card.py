@@ -151,8 +151,9 @@ construction; other labels' positives in these views are not counted):
                 continue
             mm = e[variant]["metrics"]
             t = targets(e[variant])
-            parts.append(f"""**{nm}** (`vigil eval --variant {variant.split('_')[-1]}`): mAP {_f(mm.get('map'))},
-macro F1 over the labels with positives {_f(t['macro_f1_labels_with_positives'])}, person AP {_f(t['person_ap'])}.
+            parts.append(f"""**{nm}** (`vigil eval --labels all --variant {variant.split('_')[-1]}`): mAP {_f(mm.get('map'))},
+macro F1 over the labels with positives {_f(t['macro_f1_labels_with_positives'])}, person AP {_f(t['person_ap'])},
+negatives on which no label switches on {_f(e[variant].get('negatives_clean'))}.
 
 | label | support | AP | on | P | R | F1 | tp | fp | fn |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
