@@ -25,6 +25,6 @@ cd "$HERE"
 "$VENV/bin/python3" road_eval_set.py   # all eight labels first: adapt.sh filters to the shipped ones
 SKIP_INSTALL=1 "$HERE/adapt.sh" "$VIGIL_ROAD_CACHE/frames-vtest" --out "$BUNDLE" --name road-scene \
   --extras "$VIGIL_ROAD_CACHE/extras" --paste --eval "$HERE/../road-scene/eval/labels.csv" \
-  --frames-source vtest
+  --frames-source vtest ${ROAD_ADAPT_ARGS:-}
 "$VENV/bin/python3" road_eval_set.py --labels "$("$VENV/bin/python3" -c 'import sys, tomllib; print(";".join(tomllib.load(open(sys.argv[1], "rb"))["labels"]))' "$BUNDLE/model.toml")"
 echo "built $(cd "$BUNDLE" && pwd)"

@@ -63,6 +63,13 @@ def agreement(soft, p, on, labels_idx) -> dict:
             "decision_agreement": round(float((pred == y).mean()), 4)}
 
 
+def scrub(text: str, work: Path) -> str:
+    """No path of the build machine in the bundle: the work folder, the repository and the home
+    folder become `$VIGIL_TRAIN_WORK/...`, repository-relative and `~` forms."""
+    return (text.replace(str(work), f"$VIGIL_TRAIN_WORK/{work.name}").replace(str(C.ROOT) + "/", "")
+            .replace(str(Path.home()), "~"))
+
+
 def choose_labels(d) -> tuple:
     tr_pos = d["y"][d["train"]].sum(0)
     va_pos = d["y"][d["val"]].sum(0)
@@ -145,7 +152,13 @@ def main():
     ap.add_argument("--epochs-mnv2", type=int, default=6)
     ap.add_argument("--epochs-plain", type=int, default=10)
     ap.add_argument("--limit", type=int, default=0, help="smoke test: use only this many frames")
+    ap.add_argument("--student", choices=("auto", "plain", "mnv2"), default="auto",
+                    help="which student ships (auto: the better validation mAP against the teacher)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the students of an earlier run with the same views and settings (WORK/students.json)")
     a = ap.parse_args()
+    a.out = a.out.resolve()
+    a.eval = a.eval.resolve() if a.eval else None
     t_start = time.time()
     name = a.name or a.out.resolve().name
     work = C.WORK / f"adapt-{name}"
@@ -169,17 +182,30 @@ def main():
     mean, std = V.norm_stats(d["images"], tr)
     x = V.normalise(d["images"], mean, std)
 
-    # 2. students
-    t0 = time.time()
-    A, hist_a, h = S.train_mnv2(d, x, mean, std, epochs=a.epochs_mnv2, ckpt=work / "mnv2.pt")
-    za0, fa0 = S.top_outputs(A, h[0])
-    za1, fa1 = S.top_outputs(A, h[1])
-    del h
-    t_a = time.time() - t0
-    t0 = time.time()
-    B, hist_b = S.train_plain(d, x, np.stack([za0, za1]), np.stack([fa0, fa1]), epochs=a.epochs_plain,
-                              ckpt=work / "plain.pt")
-    t_b = time.time() - t0
+    # 2. students (or, with --reuse, the checkpoints of an earlier run on the same views and settings)
+    key = V._key(d["images"].shape, float(d["soft"].sum()), a.epochs_mnv2, a.epochs_plain, S.FROZEN, S.PLAIN)
+    saved = work / "students.json"
+    if a.reuse and saved.exists() and json.loads(saved.read_text())["key"] == key:
+        prev = json.loads(saved.read_text())
+        A = S.MobileNetV2Road(mean, std)
+        A.load_state_dict(torch.load(work / "mnv2.pt", weights_only=True))
+        B = C.Student(len(LABELS), in_ch=3, **S.PLAIN)
+        B.load_state_dict(torch.load(work / "plain.pt", weights_only=True))
+        A.eval(), B.eval()
+        hist_a, hist_b, t_a, t_b = prev["hist_a"], prev["hist_b"], prev["seconds_a"], prev["seconds_b"]
+        log(f"students reused from {work} (trained in {t_a + t_b}s)")
+    else:
+        t0 = time.time()
+        A, hist_a, h = S.train_mnv2(d, x, mean, std, epochs=a.epochs_mnv2, ckpt=work / "mnv2.pt")
+        za0, fa0 = S.top_outputs(A, h[0])
+        za1, fa1 = S.top_outputs(A, h[1])
+        del h
+        t_a = time.time() - t0
+        t0 = time.time()
+        B, hist_b = S.train_plain(d, x, np.stack([za0, za1]), np.stack([fa0, fa1]), epochs=a.epochs_plain,
+                                  ckpt=work / "plain.pt")
+        t_b = time.time() - t0
+        C.write_json(saved, {"key": key, "hist_a": hist_a, "hist_b": hist_b, "seconds_a": round(t_a), "seconds_b": round(t_b)})
 
     # 3. labels
     keep, dropped, tr_pos, va_pos = choose_labels(d)
@@ -188,19 +214,21 @@ def main():
     if not keep:
         raise SystemExit("no label has enough teacher positives in these frames to train and threshold it")
 
-    # 4. exports
-    a.out.mkdir(parents=True, exist_ok=True)
-    fp32, int8 = a.out / "model.onnx", a.out / "model.int8.onnx"
+    # 4. exports: both students as bundles in WORK; the shipped one is copied to --out
+    pb, mb = work / "plain-bundle", work / "mnv2-bundle"
+    for b in (pb, mb):
+        shutil.rmtree(b, ignore_errors=True)
+        b.mkdir(parents=True)
+    fp32, int8 = pb / "model.onnx", pb / "model.int8.onnx"
     f = cut_head(C.fused(B), keep)
     C.export_onnx(f, a.size, work / "plain.onnx", len(keep), in_ch=3)
     zt = {k: C.predict(f, x[idx]) for k, idx in (("val", va), ("test", te))}
     np.savez(work / "plain_logits.npz", **zt)
     ops, s32, s8, z32, z8, torch_ort = C.quantise_and_score(work / "plain.onnx", fp32, int8, x, tr, va, te,
                                                             work / "plain_logits.npz", CALIBRATION_IMAGES)
-    A_cut = A
-    A_cut.m.net.classifier[1] = cut_head(torch.nn.Sequential(A.m.net.classifier[1]), keep)[0]
-    S.export_mnv2(A_cut, a.size, work / "mnv2.onnx")
-    sa = C.session(work / "mnv2.onnx")
+    A.m.net.classifier[1] = cut_head(torch.nn.Sequential(A.m.net.classifier[1]), keep)[0]
+    S.export_mnv2(A, a.size, mb / "model.onnx")
+    sa = C.session(mb / "model.onnx")
     za = {"val": C.run(sa, x[va]), "test": C.run(sa, x[te])}
 
     # 5. thresholds (validation, fp32 B; A gets its own for the comparison)
@@ -227,11 +255,26 @@ def main():
         log(k, json.dumps(res[k]))
     d_map = (res["plain_int8"]["test_frames"]["map"] or 0) - (res["plain_fp32"]["test_frames"]["map"] or 0)
 
-    road_card.write_samples(a.out, d, keep, labels, te, mean, std, a.size, s32, s8, int8, frames_te, name)
-    road_card.write_samples_licence(a.out, a.frames_source, a.size)
-    road_card.write_manifest(a.out, name, labels, a.size, mean, std, on, off, C.macs(f, a.size))
-    sizes = {"model.onnx": fp32.stat().st_size, "model.int8.onnx": int8.stat().st_size,
-             "mnv2.onnx (comparison, not in the bundle)": (work / "mnv2.onnx").stat().st_size}
+    # which student ships: the better validation mAP against the teacher (never the eval set)
+    val_map = {"plain": S._val_map(yv, C.sigmoid(z32["val"]))[0], "mnv2": S._val_map(yv, C.sigmoid(za["val"]))[0]}
+    ship = a.student if a.student != "auto" else max(val_map, key=val_map.get)
+    log(f"validation mAP vs the teacher: {val_map}; shipping {ship}")
+    off_a = [round(max(0.01, o - THRESHOLD_MARGIN), 2) for o in on_a]
+    road_card.write_samples(pb, d, keep, labels, te, mean, std, a.size, s32, s8, int8, frames_te, name)
+    road_card.write_samples(mb, d, keep, labels, te, mean, std, a.size, sa, None, None, frames_te, name)
+    for b in (pb, mb):
+        road_card.write_samples_licence(b, a.frames_source, a.size)
+    road_card.write_manifest(pb, name, labels, a.size, mean, std, on, off, C.macs(f, a.size))
+    road_card.write_manifest(mb, name, labels, a.size, mean, std, on_a, off_a, S.mnv2_macs(a.size), int8=False)
+    a.out.mkdir(parents=True, exist_ok=True)
+    for old in ("model.onnx", "model.int8.onnx", "model.toml", "samples"):
+        q = a.out / old
+        shutil.rmtree(q) if q.is_dir() else q.unlink(missing_ok=True)
+    src = pb if ship == "plain" else mb
+    for q in src.iterdir():
+        (shutil.copytree if q.is_dir() else shutil.copyfile)(q, a.out / q.name)
+    sizes = {"plain model.onnx": fp32.stat().st_size, "plain model.int8.onnx": int8.stat().st_size,
+             "MobileNetV2 model.onnx": (mb / "model.onnx").stat().st_size}
     m = {
         "name": name, "frames_dir": frames.name, "size": a.size, "mean": mean, "std": std,
         "teacher": {"combination": BEST, "hard_threshold": HARD},
@@ -240,11 +283,12 @@ def main():
                            for s in ("train", "val", "test")},
         "frames": {s: [str(d["source"][idx][d["group"][idx] == "frame"][0]), str(d["source"][idx][d["group"][idx] == "frame"][-1])]
                    for s, idx in (("train", tr), ("val", va), ("test", te))},
-        "labels": labels, "dropped_labels": dropped,
+        "labels": labels, "dropped_labels": dropped, "shipped": ship,
+        "val_map_vs_teacher": {k: round(v, 4) for k, v in val_map.items()},
         "train_positives": {l: int(v) for l, v in zip(LABELS, tr_pos)},
         "val_positives": {l: int(v) for l, v in zip(LABELS, va_pos)},
         "thresholds": {l: {"on": o, "off": f_} for l, o, f_ in zip(labels, on, off)},
-        "mnv2_thresholds": dict(zip(labels, on_a)),
+        "mnv2_thresholds": {l: {"on": o, "off": f_} for l, o, f_ in zip(labels, on_a, off_a)},
         "results": res, "int8_minus_fp32_map_points": round(100 * d_map, 2),
         "int8_fp32_decision_agreement": round(float(((C.sigmoid(z8["test"]) >= on) == (C.sigmoid(z32["test"]) >= on)).mean()), 4),
         "torch_vs_onnxruntime_fp32_max_logit_diff": torch_ort, "int8_ops": ops, "sizes_bytes": sizes,
@@ -259,17 +303,16 @@ def main():
     if a.eval and vigil:
         csv, neg = eval_csv_for(a.eval, labels, work / "eval.csv")
         m["eval"] = {"set": str(a.eval), "labels": labels}
-        for variant in ("fp32", "int8"):
-            m["eval"][variant] = vigil_eval_all(vigil, a.out, csv, neg, variant, a.out / "eval-report" / variant)
-            log(f"vigil eval {variant}:", json.dumps(m["eval"][variant]["metrics"])[:400])
-        mb = work / "mnv2-bundle"
-        mb.mkdir(exist_ok=True)
-        shutil.copyfile(work / "mnv2.onnx", mb / "model.onnx")
-        road_card.write_manifest(mb, name + "-mnv2", labels, a.size, mean, std, on_a,
-                                 [round(max(0.01, o - THRESHOLD_MARGIN), 2) for o in on_a], S.mnv2_macs(a.size), int8=False)
-        m["eval"]["mnv2_fp32"] = vigil_eval_all(vigil, mb, csv, neg, "fp32", work / "mnv2-eval-report")
+        reports = a.out / "eval-report"
+        shutil.rmtree(reports, ignore_errors=True)
+        for key_, b, variant in (("fp32", pb, "fp32"), ("int8", pb, "int8"), ("mnv2_fp32", mb, "fp32")):
+            shipped = (b is pb) == (ship == "plain")
+            m["eval"][key_] = vigil_eval_all(vigil, b, csv, neg, variant, (reports / variant) if shipped else None)
+            log(f"vigil eval {key_}:", json.dumps(m["eval"][key_]["metrics"])[:300])
     m["seconds"]["total"] = round(time.time() - t_start)
     C.write_json(a.out / "metrics.json", m)
+    for f_ in [a.out / "metrics.json", *sorted((a.out / "eval-report").rglob("*.*"))]:
+        f_.write_text(scrub(f_.read_text(encoding="utf-8"), work), encoding="utf-8")
     road_card.write_card(a.out, m)
     log(f"bundle {a.out} written in {m['seconds']['total']}s")
 
