@@ -13,10 +13,14 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::bundle::{Activation, Bundle, Layout, Variant};
+use crate::tomlfile::SettingsError;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The manifest names no model for the asked variant (e.g. no `model_int8`).
+    #[error(transparent)]
+    Manifest(#[from] SettingsError),
     /// The file is not an ONNX model tract can read.
     #[error("{path}: not a loadable ONNX model: {reason}")]
     NotOnnx {
@@ -126,10 +130,9 @@ fn shape_text<T: std::fmt::Display>(dims: impl IntoIterator<Item = T>) -> String
 
 impl TractEngine {
     /// Load `bundle`'s `variant`, check it against the manifest, optimise it.
-    pub fn load(bundle: &Bundle, variant: Variant) -> Result<TractEngine, crate::Error> {
+    pub fn load(bundle: &Bundle, variant: Variant) -> Result<TractEngine, EngineError> {
         let path = bundle.model_path(variant)?.to_path_buf();
-        let engine = Self::load_file(bundle, &path, variant)?;
-        Ok(engine)
+        Self::load_file(bundle, &path, variant)
     }
 
     fn load_file(bundle: &Bundle, path: &Path, variant: Variant) -> Result<TractEngine, EngineError> {

@@ -1,19 +1,17 @@
-//! The `vigil` command line.
+//! The `vigil` command line: the arguments of each command; the commands
+//! themselves are in `cmd/`.
+
+mod cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use vigil::bundle::{Bundle, Variant};
-use vigil::classify::Classifier;
-use vigil::config::Config;
-use vigil::engine::{InferenceEngine, TractEngine};
+use cmd::{EXIT_OK, Error};
+use vigil::bundle::Variant;
 use vigil::evaluate::{CalibrateOptions, EvalOptions, LabelChoice, Objective};
-use vigil::preprocess::Preprocessor;
-use vigil::stop::StopFlag;
-use vigil::{EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, Error};
 
 #[derive(Parser)]
 #[command(
@@ -151,24 +149,11 @@ Exit codes: 0 evaluated; 2 the set, an option, the bundle or the model was refus
 1 an image could not be read or decoded, or the report could not be written."
     )]
     Eval {
-        /// The model bundle directory.
-        #[arg(long, short)]
-        model: PathBuf,
-        /// The labelled set: a CSV file, or a directory with one subdirectory per label.
-        #[arg(long, short)]
-        data: PathBuf,
-        /// Which model of the bundle to run.
-        #[arg(long, value_enum, default_value = "fp32")]
-        variant: VariantArg,
+        #[command(flatten)]
+        set: SetArgs,
         /// A thresholds file layered over the manifest's, as `[model] thresholds` in a run config.
         #[arg(long)]
         thresholds: Option<PathBuf>,
-        /// Labels to evaluate: `set` (those the set names), `all` (every model label), or names separated by `;`.
-        #[arg(long, default_value = "set")]
-        labels: LabelChoice,
-        /// Scoring threads (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -186,15 +171,8 @@ file is kept as model.toml.bak). With --output FILE, FILE gets them (created, or
 config uses it with `[model] thresholds = \"FILE\"`. Before/after metrics are on the same set (in-sample).\n\n\
 Exit codes: as for `vigil eval`.")]
     Calibrate {
-        /// The model bundle directory.
-        #[arg(long, short)]
-        model: PathBuf,
-        /// The labelled set: a CSV file, or a directory with one subdirectory per label.
-        #[arg(long, short)]
-        data: PathBuf,
-        /// Which model of the bundle to run.
-        #[arg(long, value_enum, default_value = "fp32")]
-        variant: VariantArg,
+        #[command(flatten)]
+        set: SetArgs,
         /// What to optimise per label: `f1`, `precision>=P` or `recall>=R`.
         #[arg(long, default_value = "f1")]
         objective: Objective,
@@ -204,12 +182,6 @@ Exit codes: as for `vigil eval`.")]
         /// Write a thresholds file here instead of editing the bundle's model.toml.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Labels to calibrate: `set` (those the set names), `all`, or names separated by `;`.
-        #[arg(long, default_value = "set")]
-        labels: LabelChoice,
-        /// Scoring threads (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
         /// Report what would change; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -217,6 +189,40 @@ Exit codes: as for `vigil eval`.")]
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `eval` and `calibrate` both take: a bundle and a labelled set to score it on.
+#[derive(Args)]
+struct SetArgs {
+    /// The model bundle directory.
+    #[arg(long, short)]
+    model: PathBuf,
+    /// The labelled set: a CSV file, or a directory with one subdirectory per label.
+    #[arg(long, short)]
+    data: PathBuf,
+    /// Which model of the bundle to run.
+    #[arg(long, value_enum, default_value = "fp32")]
+    variant: VariantArg,
+    /// Labels to evaluate or calibrate: `set` (those the set names), `all` (every model label), or names separated by `;`.
+    #[arg(long, default_value = "set")]
+    labels: LabelChoice,
+    /// Scoring threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+impl SetArgs {
+    fn options(self, thresholds: Option<PathBuf>) -> Result<EvalOptions, Error> {
+        let workers = cmd::eval::scoring_workers(self.workers)?;
+        Ok(EvalOptions {
+            model: self.model,
+            variant: self.variant.into(),
+            data: self.data,
+            thresholds,
+            labels: self.labels,
+            workers,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -236,126 +242,26 @@ fn main() -> ExitCode {
 fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
     match command {
         Command::Run { config } => {
-            vigil::daemon::run(&config, process_start)?;
+            cmd::run::run(&config, process_start)?;
             Ok(EXIT_OK)
         }
-        Command::Check { config } => {
-            let config = Config::load(&config)?;
-            let serial = config.serial.clone();
-            let prepared = vigil::app::prepare(config, process_start)?;
-            println!("config: {} ok", prepared.config.file.path.display());
-            println!(
-                "bundle: {} ({} labels, {})",
-                prepared.bundle.dir.display(),
-                prepared.bundle.labels.len(),
-                prepared.bundle.provenance.licence
-            );
-            println!("model: {}", prepared.engine.describe());
-            if prepared.health.source_lost.load(std::sync::atomic::Ordering::Relaxed) {
-                println!(
-                    "source: {} NOT AVAILABLE now (a run keeps retrying; see the warning above)",
-                    prepared.source.describe()
-                );
-            } else {
-                println!("source: {}", prepared.source.describe());
-            }
-            if let Some(t) = &prepared.config.thresholds_file {
-                println!("thresholds: {} (between the bundle's and this config's)", t.file.path.display());
-            }
-            if let Some(s) = serial {
-                let device = s.device.get_ref();
-                if !std::path::Path::new(device).exists() {
-                    return Err(Error::Settings(prepared.config.file.error_at(
-                        s.device.span(),
-                        "serial.device",
-                        format!(
-                            "device `{device}` does not exist: expected a serial device (is the adapter plugged in?)"
-                        ),
-                    )));
-                }
-                println!("serial: {device} at {} baud, {:?}", s.baud.get_ref(), s.format);
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Check { config } => cmd::check::run(&config, process_start),
         Command::Classify { model, variant, top, json, all_scores, images } => {
-            let bundle = Bundle::load(&model)?;
-            let rules = vigil::app::rules_for(&bundle, None)?;
-            let engine = TractEngine::load(&bundle, variant.into())?;
-            let mut classifier = Classifier {
-                labels: &bundle.labels,
-                rules: &rules,
-                pre: Preprocessor::new(&bundle.input),
-                worker: engine.new_worker()?,
-                input: engine.new_input()?,
-            };
-            let mut failed = 0;
-            for path in &images {
-                let r = classifier.classify(path, top, all_scores);
-                if let Some(e) = &r.error {
-                    failed += 1;
-                    log::error!("{}: {e}", path.display());
-                }
-                if json {
-                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                } else if r.error.is_none() {
-                    println!("{}", path.display());
-                    for (rank, s) in r.top.iter().enumerate() {
-                        let on = rules[bundle.labels.iter().position(|l| *l == s.label).unwrap_or(0)].on;
-                        let decision = if s.score >= on { format!("DETECTED (on >= {on})") } else { String::new() };
-                        println!("  {:>2}. {:<32} {:.4}  {decision}", rank + 1, s.label, s.score);
-                    }
-                    let others: Vec<&str> = r
-                        .detected
-                        .iter()
-                        .filter(|d| !r.top.iter().any(|t| t.label == d.label))
-                        .map(|d| d.label.as_str())
-                        .collect();
-                    if !others.is_empty() {
-                        println!("  also detected: {}", others.join(", "));
-                    }
-                }
-            }
-            Ok(if failed > 0 { EXIT_RUNTIME } else { EXIT_OK })
+            cmd::classify::run(&cmd::classify::Options {
+                model,
+                variant: variant.into(),
+                top,
+                json,
+                all_scores,
+                images,
+            })
         }
-        Command::Monitor { port, baud } => monitor(&port, baud),
-        Command::Cameras => {
-            let cameras = vigil::source::v4l2::list_cameras();
-            if cameras.is_empty() {
-                println!("no V4L2 capture devices found (/dev/video*)");
-            }
-            for c in cameras {
-                println!("{}: {} ({})", c.path.display(), c.card, c.driver);
-                for f in &c.formats {
-                    println!("  {}", vigil::source::v4l2::describe_offer(f));
-                }
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Inspect { model, variant, nodes } => {
-            let bundle = Bundle::load(&model)?;
-            let engine = TractEngine::load(&bundle, variant.into())?;
-            println!("{}", engine.describe());
-            let graph = engine.optimized_nodes();
-            let mut counts = std::collections::BTreeMap::new();
-            for n in &graph {
-                if nodes {
-                    println!("  {:<24} {:<40} {} -> {}", n.op, n.name, n.input_types.join(","), n.output_type);
-                }
-                *counts.entry(format!("{} ({} -> {})", n.op, n.input_types.join(","), n.output_type)).or_insert(0) += 1;
-            }
-            println!("{} nodes:", graph.len());
-            for (k, v) in counts {
-                println!("  {v:>4} x {k}");
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Monitor { port, baud } => cmd::monitor::run(&port, baud),
+        Command::Cameras => cmd::cameras::run(),
+        Command::Inspect { model, variant, nodes } => cmd::inspect::run(&model, variant.into(), nodes),
         Command::Bench { model, variant, images, frames, workers, json } => {
-            if workers.is_empty() || workers.contains(&0) {
-                log::error!("--workers: expected worker counts of 1 or more, e.g. 1,2");
-                return Ok(EXIT_CONFIG);
-            }
-            let opts = vigil::bench::BenchOptions { bundle: model, variant: variant.into(), images, frames, workers };
-            let report = vigil::bench::run(&opts, process_start)?;
+            let opts = cmd::bench::BenchOptions { bundle: model, variant: variant.into(), images, frames, workers };
+            let report = cmd::bench::run(&opts, process_start)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
@@ -363,118 +269,12 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             }
             Ok(EXIT_OK)
         }
-        Command::Eval { model, data, variant, thresholds, labels, workers, json, report } => {
-            let Some(workers) = scoring_workers(workers) else { return Ok(EXIT_CONFIG) };
-            let opts = EvalOptions { model, variant: variant.into(), data, thresholds, labels, workers };
-            let result = vigil::evaluate::evaluate(&opts, &progress_bar("scoring"))?;
-            if let Some(dir) = &report {
-                vigil::evaluate::report::write_report(dir, &result)?;
-                log::info!("report written to {}", dir.join("report.md").display());
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
-            } else {
-                print!("{result}");
-            }
-            Ok(EXIT_OK)
+        Command::Eval { set, thresholds, json, report } => {
+            cmd::eval::eval(&set.options(thresholds)?, json, report.as_deref())
         }
-        Command::Calibrate { model, data, variant, objective, margin, output, labels, workers, dry_run, json } => {
-            let Some(workers) = scoring_workers(workers) else { return Ok(EXIT_CONFIG) };
-            let eval = EvalOptions { model, variant: variant.into(), data, thresholds: None, labels, workers };
-            let opts = CalibrateOptions { eval, objective, margin, output, dry_run };
-            let result = vigil::evaluate::calibrate(&opts, &progress_bar("scoring"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
-            } else {
-                print!("{result}");
-            }
-            Ok(EXIT_OK)
+        Command::Calibrate { set, objective, margin, output, dry_run, json } => {
+            let opts = CalibrateOptions { eval: set.options(None)?, objective, margin, output, dry_run };
+            cmd::eval::calibrate(&opts, json)
         }
     }
-}
-
-/// `--workers` for eval/calibrate: one per core by default; 0 is refused (None, after logging why).
-fn scoring_workers(asked: Option<usize>) -> Option<usize> {
-    match asked {
-        Some(0) => {
-            log::error!("--workers 0: expected 1 or more scoring threads");
-            None
-        }
-        Some(n) => Some(n),
-        None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
-    }
-}
-
-/// A progress bar on stderr; indicatif hides it when stderr is not a terminal.
-struct Bar(indicatif::ProgressBar);
-
-impl vigil::evaluate::Progress for Bar {
-    fn start(&self, total: usize) {
-        self.0.set_length(total as u64);
-        self.0.reset();
-    }
-
-    fn advance(&self) {
-        self.0.inc(1);
-    }
-
-    fn finish(&self) {
-        self.0.finish_and_clear();
-    }
-}
-
-fn progress_bar(what: &str) -> Bar {
-    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {per_sec}, eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(what.to_string());
-    Bar(bar)
-}
-
-/// `vigil monitor`: print what a vigil serial line says until interrupted.
-fn monitor(port: &str, baud: u32) -> Result<i32, Error> {
-    use std::io::Read;
-    let stop = StopFlag::new();
-    stop.register_signals().map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
-    let (mut good, mut bad) = (0u64, 0u64);
-    let mut pending = Vec::new();
-    let mut buf = [0u8; 512];
-    while !stop.is_stopped() {
-        let mut p = match serialport::new(port, baud).timeout(std::time::Duration::from_millis(200)).open() {
-            Ok(p) => p,
-            Err(e) => {
-                log::warn!("{port}: {e}; retrying");
-                stop.sleep_until(Instant::now() + std::time::Duration::from_secs(1));
-                continue;
-            }
-        };
-        while !stop.is_stopped() {
-            match p.read(&mut buf) {
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-                Err(e) => {
-                    log::warn!("{port}: {e}; reopening");
-                    break;
-                }
-            }
-            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=i).collect();
-                match vigil::monitor::describe(&String::from_utf8_lossy(&line)) {
-                    Ok(text) => {
-                        good += 1;
-                        println!("{text}");
-                    }
-                    Err(why) => {
-                        bad += 1;
-                        println!("BAD    {why}");
-                    }
-                }
-            }
-        }
-    }
-    eprintln!("{good} good line(s), {bad} corrupt");
-    Ok(EXIT_OK)
 }

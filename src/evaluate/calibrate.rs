@@ -1,5 +1,5 @@
-//! Choosing per-label thresholds on a labelled set, and writing them where
-//! the daemon reads them.
+//! Choosing per-label thresholds on a labelled set (written by
+//! [`crate::thresholds::file`], the one thresholds writer).
 //!
 //! For each label, the candidate `on` thresholds are the distinct scores the
 //! model gave on the set (every other value predicts the same images as one of
@@ -20,14 +20,12 @@
 //! keeps its thresholds: nothing on the set can say where they should be.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Serialize;
-use toml_edit::{DocumentMut, Item, Table, value};
 
-use super::EvalError;
 use super::metrics::ratio;
+use crate::thresholds::file::as_decimal;
 
 /// What `vigil calibrate` optimises, per label.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,123 +186,6 @@ pub fn off_below(on: f32, margin: f32) -> f32 {
     (off.max(0.0) as f32).min(on)
 }
 
-/// An f32 as the f64 of its shortest decimal form, so TOML shows `0.4`, not `0.4000000059604645`.
-pub fn as_decimal(x: f32) -> f64 {
-    x.to_string().parse().unwrap_or(f64::from(x))
-}
-
-/// One label's new thresholds, to be written.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ThresholdUpdate {
-    /// Label name.
-    pub label: String,
-    /// New `on`.
-    pub on: f32,
-    /// New `off`.
-    pub off: f32,
-}
-
-/// What [`write_thresholds`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Written {
-    /// The file written.
-    pub path: PathBuf,
-    /// The previous version, copied aside (`None` when the file is new).
-    pub backup: Option<PathBuf>,
-}
-
-/// The TOML text of `existing` (or of a new thresholds file headed by
-/// `comment`) with each update set as `[thresholds.labels."NAME"] on/off`.
-/// Everything else in the file, comments and layout included, is kept.
-pub fn edit_thresholds(
-    existing: Option<(&Path, &str)>,
-    updates: &[ThresholdUpdate],
-    comment: &str,
-) -> Result<String, EvalError> {
-    let mut doc = match existing {
-        Some((path, text)) => text.parse::<DocumentMut>().map_err(|e| EvalError::Write {
-            path: path.to_path_buf(),
-            reason: format!("not valid TOML, left unchanged: {}", e.to_string().trim()),
-        })?,
-        None => {
-            let mut doc = DocumentMut::new();
-            doc.decor_mut().set_prefix(comment.lines().map(|l| format!("# {l}\n")).collect::<String>() + "\n");
-            doc
-        }
-    };
-    let path_of = || existing.map_or_else(|| PathBuf::from("(new file)"), |(p, _)| p.to_path_buf());
-    let not_a_table = |key: &str| EvalError::Write {
-        path: path_of(),
-        reason: format!("`{key}` is not a table: expected `[{key}]`, left unchanged"),
-    };
-    let root = doc.as_table_mut();
-    if !root.contains_key("thresholds") {
-        let mut t = Table::new();
-        t.set_implicit(true);
-        root.insert("thresholds", Item::Table(t));
-    }
-    let thresholds =
-        root.get_mut("thresholds").and_then(Item::as_table_like_mut).ok_or_else(|| not_a_table("thresholds"))?;
-    if !thresholds.contains_key("labels") {
-        let mut t = Table::new();
-        // Only the per-label tables get headers; no empty `[thresholds.labels]`.
-        t.set_implicit(true);
-        thresholds.insert("labels", Item::Table(t));
-    }
-    let labels = thresholds
-        .get_mut("labels")
-        .and_then(Item::as_table_like_mut)
-        .ok_or_else(|| not_a_table("thresholds.labels"))?;
-    for u in updates {
-        if !labels.contains_key(&u.label) {
-            labels.insert(&u.label, Item::Table(Table::new()));
-        }
-        let entry = labels
-            .get_mut(&u.label)
-            .and_then(Item::as_table_like_mut)
-            .ok_or_else(|| not_a_table(&format!("thresholds.labels.\"{}\"", u.label)))?;
-        entry.insert("on", value(as_decimal(u.on)));
-        entry.insert("off", value(as_decimal(u.off)));
-    }
-    Ok(doc.to_string())
-}
-
-/// Replace `path` with `text` atomically: copy the current file to
-/// `path.bak` (if there is one), write a temporary file in the same
-/// directory, flush it to disk, and rename it over `path`. A reader sees the
-/// old file or the new one, never half of one.
-pub fn write_atomically(path: &Path, text: &str) -> Result<Written, EvalError> {
-    use std::io::Write;
-    let fail = |e: std::io::Error| EvalError::Write { path: path.to_path_buf(), reason: e.to_string() };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let backup = if path.exists() {
-        let b = dir.join(format!("{name}.bak"));
-        std::fs::copy(path, &b).map_err(fail)?;
-        Some(b)
-    } else {
-        None
-    };
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            std::fs::set_permissions(&tmp, meta.permissions())?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e));
-    }
-    Ok(Written { path: path.to_path_buf(), backup })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,27 +227,5 @@ mod tests {
         assert_eq!(round_between(0.5, 0.5), 0.5);
         assert_eq!(off_below(0.4, 0.1), 0.3);
         assert_eq!(off_below(0.05, 0.1), 0.0);
-    }
-
-    #[test]
-    fn edit_keeps_the_rest_of_the_file() {
-        let text = "# top\nname = \"m\"\n\n[thresholds]\ndefault = { on = 0.5, off = 0.35 }\n\n[thresholds.labels.\"tabby\"]\nmin_frames = 2 # keep\n\n[provenance]\nsource = \"x\"\n";
-        let updates = vec![
-            ThresholdUpdate { label: "tabby".into(), on: 0.2, off: 0.1 },
-            ThresholdUpdate { label: "Egyptian cat".into(), on: 0.7, off: 0.6 },
-        ];
-        let out = edit_thresholds(Some((Path::new("m.toml"), text)), &updates, "").unwrap();
-        assert!(out.starts_with("# top\nname = \"m\""), "{out}");
-        assert!(out.contains("min_frames = 2 # keep"), "{out}");
-        let parsed: toml::Table = toml::from_str(&out).unwrap();
-        let labels = &parsed["thresholds"]["labels"];
-        assert_eq!(labels["tabby"]["on"].as_float(), Some(0.2));
-        assert_eq!(labels["tabby"]["min_frames"].as_integer(), Some(2));
-        assert_eq!(labels["Egyptian cat"]["off"].as_float(), Some(0.6));
-        assert_eq!(parsed["provenance"]["source"].as_str(), Some("x"));
-        let fresh = edit_thresholds(None, &updates[..1], "made by a test").unwrap();
-        assert!(fresh.starts_with("# made by a test\n"), "{fresh}");
-        assert!(!fresh.contains("[thresholds]\n") && !fresh.contains("[thresholds.labels]\n"), "{fresh}");
-        assert!(fresh.contains("[thresholds.labels.tabby]\non = 0.2\noff = 0.1\n"), "{fresh}");
     }
 }

@@ -28,23 +28,28 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::bundle::{Activation, Bundle, MANIFEST, Variant};
 use crate::classify::Classifier;
-use crate::config::ThresholdsFile;
 use crate::decide::LabelRule;
-use crate::engine::{InferenceEngine, TractEngine};
+use crate::engine::{EngineError, InferenceEngine, TractEngine};
 use crate::preprocess::Preprocessor;
-use crate::thresholds::{self, ThresholdsLayer, ThresholdsSpec};
-use crate::tomlfile::TomlFile;
+use crate::thresholds::{self, RuleUpdate, ThresholdsFile, ThresholdsLayer, ThresholdsSpec, WriteError};
+use crate::tomlfile::{SettingsError, TomlFile};
+use crate::util::{Written, write_atomically};
 
-pub use calibrate::{Choice, Objective, Written};
+pub use calibrate::{Choice, Objective};
 pub use dataset::{LabelledSet, SetError, SetFormat};
 pub use metrics::{Metrics, ScoreTable};
 
 /// Why an evaluation or calibration stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
+    /// The bundle's manifest or a thresholds file was refused.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// The labelled set was refused (format, unknown label, missing file, empty).
     #[error(transparent)]
     Set(#[from] SetError),
@@ -54,7 +59,7 @@ pub enum EvalError {
     /// Some images could not be read or decoded; no metrics were computed.
     #[error("{}", images_message(.0))]
     Images(Vec<ImageFailure>),
-    /// A thresholds file could not be written; the old one is untouched.
+    /// A file (thresholds, report) could not be written; an old one is left untouched.
     #[error("cannot write {}: {reason}", path.display())]
     Write {
         /// The file.
@@ -64,13 +69,9 @@ pub enum EvalError {
     },
 }
 
-impl EvalError {
-    /// 2 for input refused before running (set, options), 1 for failures while running.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            EvalError::Set(_) | EvalError::Usage(_) => crate::EXIT_CONFIG,
-            EvalError::Images(_) | EvalError::Write { .. } => crate::EXIT_RUNTIME,
-        }
+impl From<WriteError> for EvalError {
+    fn from(e: WriteError) -> EvalError {
+        EvalError::Write { path: e.path, reason: e.reason }
     }
 }
 
@@ -216,7 +217,7 @@ pub struct EvalReport {
 }
 
 /// Run the model over the set and compute every metric at the current thresholds.
-pub fn evaluate(opts: &EvalOptions, progress: &dyn Progress) -> Result<EvalReport, Error> {
+pub fn evaluate(opts: &EvalOptions, progress: &dyn Progress) -> Result<EvalReport, EvalError> {
     let file = opts.thresholds.as_deref().map(ThresholdsFile::load).transpose()?;
     let s = score(opts, file.as_ref(), progress)?;
     let on: Vec<f32> = s.columns.iter().map(|&c| s.rules[c].on).collect();
@@ -311,9 +312,9 @@ struct AnyThresholds {
 }
 
 /// Choose thresholds on the set, write them (unless a dry run), report before and after.
-pub fn calibrate(opts: &CalibrateOptions, progress: &dyn Progress) -> Result<CalibrateReport, Error> {
+pub fn calibrate(opts: &CalibrateOptions, progress: &dyn Progress) -> Result<CalibrateReport, EvalError> {
     if !opts.margin.is_finite() || !(0.0..=1.0).contains(&opts.margin) {
-        return Err(EvalError::Usage(format!("--margin {}: expected a number from 0 to 1", opts.margin)).into());
+        return Err(EvalError::Usage(format!("--margin {}: expected a number from 0 to 1", opts.margin)));
     }
     let existing = match &opts.output {
         Some(p) if p.exists() => Some(ThresholdsFile::load(p)?),
@@ -330,7 +331,7 @@ pub fn calibrate(opts: &CalibrateOptions, progress: &dyn Progress) -> Result<Cal
             None => (rule.on, rule.off),
         };
         if choice.is_some() {
-            updates.push(calibrate::ThresholdUpdate { label: s.table.labels[j].clone(), on, off });
+            updates.push(RuleUpdate { label: s.table.labels[j].clone(), on, off });
         }
         changes.push(LabelCalibration {
             label: s.table.labels[j].clone(),
@@ -365,7 +366,9 @@ pub fn calibrate(opts: &CalibrateOptions, progress: &dyn Progress) -> Result<Cal
             notes.push(format!("dry run: {} left unchanged", target.display()));
             None
         } else {
-            Some(calibrate::write_atomically(&target, &text)?)
+            let written = write_atomically(&target, &text)
+                .map_err(|e| EvalError::Write { path: target.clone(), reason: e.to_string() })?;
+            Some(written)
         }
     };
     Ok(CalibrateReport {
@@ -389,17 +392,10 @@ fn updated_text(
     bundle: &Bundle,
     target: &Path,
     opts: &CalibrateOptions,
-    updates: &[calibrate::ThresholdUpdate],
+    updates: &[RuleUpdate],
     images: usize,
-) -> Result<String, Error> {
-    let current = if target.exists() {
-        Some(
-            std::fs::read_to_string(target)
-                .map_err(|e| EvalError::Write { path: target.to_path_buf(), reason: format!("cannot read it: {e}") })?,
-        )
-    } else {
-        None
-    };
+) -> Result<String, EvalError> {
+    let current = thresholds::file::read_existing(target)?;
     let comment = format!(
         "Per-label thresholds chosen by `vigil calibrate` (objective {}, margin {}) on {} ({images} images).\n\
          Use it from a run config with `[model] thresholds = \"FILE\"`, or `vigil eval --thresholds FILE`.",
@@ -407,29 +403,25 @@ fn updated_text(
         opts.margin,
         opts.eval.data.display()
     );
-    let text = calibrate::edit_thresholds(current.as_deref().map(|t| (target, t)), updates, &comment)?;
+    let text = thresholds::file::edit(target, current.as_deref(), updates, &comment)?;
     // Refuse to write anything the daemon would refuse to read.
     let file = TomlFile { path: target.to_path_buf(), text };
     if opts.output.is_some() {
         let layer = ThresholdsFile::from_file(file.clone())?;
-        let layers = [
-            ThresholdsLayer { spec: &bundle.thresholds, file: &bundle.manifest, prefix: "thresholds" },
-            ThresholdsLayer { spec: &layer.spec, file: &file, prefix: "thresholds" },
-        ];
-        thresholds::resolve(&bundle.labels, &layers)?;
+        thresholds::rules_for(bundle, Some(&layer), None)?;
     } else {
         let spec = file.parse::<AnyThresholds>()?.thresholds;
-        thresholds::resolve(&bundle.labels, &[ThresholdsLayer { spec: &spec, file: &file, prefix: "thresholds" }])?;
+        thresholds::resolve(&bundle.labels, &[ThresholdsLayer::new(&spec, &file)])?;
     }
     Ok(file.text)
 }
 
 /// Load the bundle, its rules (with `file` layered over the manifest) and the
 /// set; score every image on `opts.workers` threads.
-fn score(opts: &EvalOptions, file: Option<&ThresholdsFile>, progress: &dyn Progress) -> Result<Scored, Error> {
+fn score(opts: &EvalOptions, file: Option<&ThresholdsFile>, progress: &dyn Progress) -> Result<Scored, EvalError> {
     let bundle = Bundle::load(&opts.model)?;
-    let rules = crate::app::rules_with(&bundle, file, None)?;
-    let set = LabelledSet::load(&opts.data, &bundle.labels).map_err(EvalError::from)?;
+    let rules = thresholds::rules_for(&bundle, file, None)?;
+    let set = LabelledSet::load(&opts.data, &bundle.labels)?;
     let mut notes = Vec::new();
     let columns: Vec<usize> = match &opts.labels {
         LabelChoice::Set => {
@@ -440,8 +432,7 @@ fn score(opts: &EvalOptions, file: Option<&ThresholdsFile>, progress: &dyn Progr
                         at: set.source.display().to_string(),
                         message: "no image has a label: expected at least one label in the set (or name the labels to evaluate with --labels)".into(),
                     }],
-                })
-                .into());
+                }));
             }
             notes.push(format!(
                 "metrics cover the {} labels the set names (of the model's {}); the model's scores for other labels are not counted",
@@ -489,7 +480,7 @@ fn score(opts: &EvalOptions, file: Option<&ThresholdsFile>, progress: &dyn Progr
         }
     }
     if !failures.is_empty() {
-        return Err(EvalError::Images(failures).into());
+        return Err(EvalError::Images(failures));
     }
     let n = set.images.len();
     let with_positives = (0..columns.len()).filter(|&j| table.truth.iter().any(|r| r[j])).count();

@@ -38,6 +38,15 @@ fn name_width(labels: &[String]) -> usize {
     labels.iter().map(|l| l.chars().count()).max().unwrap_or(5).clamp(5, 32)
 }
 
+/// The "scored in ..." line both reports start with.
+fn write_timing(f: &mut fmt::Formatter<'_>, t: &super::Timing) -> fmt::Result {
+    writeln!(
+        f,
+        "scored in {:.2} s on {} workers: {:.1} ms per image (wall), {:.1} images/s",
+        t.elapsed_s, t.workers, t.ms_per_image, t.images_per_s
+    )
+}
+
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.timing;
@@ -50,11 +59,7 @@ impl fmt::Display for EvalReport {
             t.images,
             self.labels.len()
         )?;
-        writeln!(
-            f,
-            "scored in {:.2} s on {} workers: {:.1} ms per image (wall), {:.1} images/s",
-            t.elapsed_s, t.workers, t.ms_per_image, t.images_per_s
-        )?;
+        write_timing(f, t)?;
         let w = name_width(&self.labels);
         writeln!(
             f,
@@ -125,11 +130,7 @@ impl fmt::Display for CalibrateReport {
             self.objective,
             self.margin
         )?;
-        writeln!(
-            f,
-            "scored in {:.2} s on {} workers: {:.1} ms per image (wall), {:.1} images/s",
-            t.elapsed_s, t.workers, t.ms_per_image, t.images_per_s
-        )?;
+        write_timing(f, t)?;
         let w = name_width(&self.labels);
         writeln!(
             f,

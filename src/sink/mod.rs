@@ -1,12 +1,14 @@
-//! Sinks: where decisions go (stdout, a serial line; GPIO joins later).
+//! Sinks: where decisions go (stdout, a serial line, GPIO lines). Each is built
+//! from its own config section (`[stdout]`, `[serial]`, `[gpio]`), defined
+//! beside it.
 
 pub mod gpio;
-mod serial;
-mod stdout;
+pub mod serial;
+pub mod stdout;
 
-pub use gpio::{GpioLineSpec, GpioSink, LabelOutput, LineRef, OutputMode, Pin};
-pub use serial::{ConsoleRequest, SerialSink, SerialStats, Shared as SerialShared};
-pub use stdout::{LineSink, StdoutSink};
+pub use gpio::{GpioLineSpec, GpioLines, GpioSection, GpioSink, LabelOutput, LineRef, OutputMode, Pin};
+pub use serial::{SerialSection, SerialSink, SerialStats};
+pub use stdout::{LineSink, StdoutSection, StdoutSink};
 
 use crate::protocol::{EventLine, StatusLine};
 

@@ -18,17 +18,63 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use serde::Deserialize;
+use toml::Spanned;
 
 use super::Sink;
-use crate::console::{self, Command, MAX_LINE, Reply};
+use crate::console::{self, LineReader, MAX_LINE, ReplyTo, Request};
 use crate::protocol::{EventLine, LineFormat, StatusLine, write_event, write_status};
+use crate::tomlfile::{SettingsError, TomlFile};
+use crate::util::Backoff;
+use crate::util::backoff::BACKOFF_MAX;
 
 /// Lines held for a slow or absent port.
 pub const QUEUE_LINES: usize = 64;
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// How long a read waits for input before the thread looks at its queue again.
 const READ_POLL: Duration = Duration::from_millis(20);
+
+/// `[serial]`: decisions on a serial line, and the console on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSection {
+    /// Device path, e.g. `/dev/ttyAMA0`, `/dev/serial0`, `/dev/ttyUSB0`.
+    pub device: Spanned<String>,
+    /// Baud rate (default 115200).
+    #[serde(default = "default_baud")]
+    pub baud: Spanned<u32>,
+    /// `text` (default: checksummed, compact) or `json`.
+    #[serde(default = "text_format")]
+    pub format: LineFormat,
+}
+
+fn default_baud() -> Spanned<u32> {
+    Spanned::new(0..0, 115_200)
+}
+
+fn text_format() -> LineFormat {
+    LineFormat::Text
+}
+
+impl SerialSection {
+    /// Check the values (the device itself is opened, and retried, by the sink).
+    pub fn check(&self, file: &TomlFile) -> Result<(), SettingsError> {
+        if self.device.get_ref().is_empty() {
+            return Err(file.error_at(
+                self.device.span(),
+                "serial.device",
+                "empty: expected a device path such as /dev/ttyUSB0",
+            ));
+        }
+        if *self.baud.get_ref() == 0 {
+            return Err(file.error_at(
+                self.baud.span(),
+                "serial.baud",
+                "0: expected a baud rate such as 9600 or 115200",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Counters a serial sink keeps (shared with its I/O thread).
 #[derive(Debug, Default)]
@@ -56,7 +102,7 @@ struct Queue {
 }
 
 /// The queue and counters shared by the sink, its I/O thread and console replies.
-pub struct Shared {
+struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
     stats: SerialStats,
@@ -66,7 +112,7 @@ pub struct Shared {
 
 impl Shared {
     /// Queue a line; `droppable` lines go first when the queue is full.
-    pub fn push(&self, text: Vec<u8>, droppable: bool) {
+    fn push(&self, text: Vec<u8>, droppable: bool) {
         let mut q = self.queue.lock().expect("serial queue lock");
         if q.lines.len() >= QUEUE_LINES {
             if let Some(i) = q.lines.iter().position(|l| l.droppable) {
@@ -83,31 +129,20 @@ impl Shared {
         self.ready.notify_all();
     }
 
-    /// Queue an error reply (`ok = false`) to `command` with one field, `why`.
-    pub fn push_error(&self, command: &str, why: &str) {
-        let mut out = Vec::with_capacity(96);
-        let mut r = Reply::new(&mut out, self.format, command, false);
-        r.field(format_args!("{why}"));
-        r.finish();
-        self.push(out, false);
-    }
-
-    /// The line format replies on this port use.
-    pub fn format(&self) -> LineFormat {
-        self.format
-    }
-
     fn is_closing(&self) -> bool {
         self.queue.lock().map(|q| q.closing).unwrap_or(true)
     }
 }
 
-/// A console command read from a serial port, with the way back to it.
-pub struct ConsoleRequest {
-    /// The parsed command.
-    pub command: Command,
-    /// Where replies go.
-    pub reply_to: Arc<Shared>,
+/// Console replies go back on the port the command came from, in its line format.
+impl ReplyTo for Shared {
+    fn format(&self) -> LineFormat {
+        self.format
+    }
+
+    fn send(&self, line: Vec<u8>, droppable: bool) {
+        self.push(line, droppable);
+    }
 }
 
 /// A serial sink: formats lines and hands them to its I/O thread.
@@ -117,11 +152,12 @@ pub struct SerialSink {
 }
 
 impl SerialSink {
-    /// Start a sink on `device` at `baud`. The port is opened by the I/O
-    /// thread, and reopened whenever it fails, so a device that is absent now
-    /// is used as soon as it appears. Commands read from the port go to
-    /// `console`; without one, input is ignored.
-    pub fn start(device: &str, baud: u32, format: LineFormat, console: Option<Sender<ConsoleRequest>>) -> SerialSink {
+    /// Start a sink as `[serial]` says. The port is opened by the I/O thread,
+    /// and reopened whenever it fails, so a device that is absent now is used as
+    /// soon as it appears. Commands read from the port go to `console`; without
+    /// one, each is answered with an error.
+    pub fn start(section: &SerialSection, console: Option<Sender<Request>>) -> SerialSink {
+        let (device, baud, format) = (section.device.get_ref().as_str(), *section.baud.get_ref(), section.format);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { lines: VecDeque::with_capacity(QUEUE_LINES), closing: false }),
             ready: Condvar::new(),
@@ -233,21 +269,20 @@ struct Link<'a> {
     device: &'a str,
     baud: u32,
     port: Option<Box<dyn serialport::SerialPort>>,
-    backoff: Duration,
-    next_try: Instant,
+    reopen: Backoff,
     down: bool,
 }
 
 impl Link<'_> {
     /// The open port, opening it if it is due; `None` while it is down.
     fn port(&mut self, shared: &Shared) -> Option<&mut Box<dyn serialport::SerialPort>> {
-        if self.port.is_none() && Instant::now() >= self.next_try {
+        if self.port.is_none() && self.reopen.due() {
             match open(self.device, self.baud) {
                 Ok(p) => {
                     shared.stats.opens.fetch_add(1, Ordering::Relaxed);
                     log::info!("serial {}: open at {} baud", self.device, self.baud);
                     self.down = false;
-                    self.backoff = BACKOFF_START;
+                    self.reopen.succeeded();
                     self.port = Some(p);
                 }
                 Err(e) => self.failed(format_args!("cannot open ({e})")),
@@ -263,41 +298,13 @@ impl Link<'_> {
             log::warn!("serial {}: {why}; reopening with backoff up to {BACKOFF_MAX:?}", self.device);
             self.down = true;
         }
-        self.next_try = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.reopen.failed();
     }
 }
 
-/// Assembles command lines from the bytes read; discards overlong lines whole.
-struct LineReader {
-    buf: Vec<u8>,
-    overlong: bool,
-}
-
-impl LineReader {
-    /// Feed bytes; call `line` with each complete line (`Err` for an overlong one).
-    fn feed(&mut self, bytes: &[u8], mut line: impl FnMut(Result<&str, usize>)) {
-        for &b in bytes {
-            if b == b'\n' || b == b'\r' {
-                if self.overlong {
-                    line(Err(self.buf.len()));
-                } else if !self.buf.is_empty() {
-                    line(Ok(&String::from_utf8_lossy(&self.buf)));
-                }
-                self.buf.clear();
-                self.overlong = false;
-            } else if self.buf.len() >= MAX_LINE {
-                self.overlong = true;
-            } else {
-                self.buf.push(b);
-            }
-        }
-    }
-}
-
-fn io_loop(device: &str, baud: u32, shared: &Arc<Shared>, console: Option<Sender<ConsoleRequest>>) {
-    let mut link = Link { device, baud, port: None, backoff: BACKOFF_START, next_try: Instant::now(), down: false };
-    let mut reader = LineReader { buf: Vec::with_capacity(MAX_LINE), overlong: false };
+fn io_loop(device: &str, baud: u32, shared: &Arc<Shared>, console: Option<Sender<Request>>) {
+    let mut link = Link { device, baud, port: None, reopen: Backoff::default(), down: false };
+    let mut reader = LineReader::new();
     let mut input = [0u8; 256];
     loop {
         // Write everything queued, one whole line at a time.
@@ -339,14 +346,19 @@ fn io_loop(device: &str, baud: u32, shared: &Arc<Shared>, console: Option<Sender
                 Ok(0) => link.failed(format_args!("port closed")),
                 Ok(n) => {
                     reader.feed(&input[..n], |line| match line {
-                        Err(len) => shared
-                            .push_error("line", &format!("line too long ({len}+ bytes, max {MAX_LINE}): discarded")),
+                        Err(len) => console::send_error(
+                            &**shared,
+                            "line",
+                            &format!("line too long ({len}+ bytes, max {MAX_LINE}): discarded"),
+                        ),
                         Ok(text) => match (console::parse(text), &console) {
                             (Ok(command), Some(tx)) => {
-                                let _ = tx.send(ConsoleRequest { command, reply_to: Arc::clone(shared) });
+                                let _ = tx.send(Request { command, reply_to: Arc::clone(shared) as Arc<dyn ReplyTo> });
                             }
-                            (Ok(command), None) => shared.push_error(command.name(), "console not available"),
-                            (Err(why), _) => shared.push_error("error", &why),
+                            (Ok(command), None) => {
+                                console::send_error(&**shared, command.name(), "console not available")
+                            }
+                            (Err(why), _) => console::send_error(&**shared, "error", &why),
                         },
                     });
                 }
@@ -355,27 +367,10 @@ fn io_loop(device: &str, baud: u32, shared: &Arc<Shared>, console: Option<Sender
             },
             None => {
                 // Down: wait for the next attempt or for new lines, whichever first.
-                let wait = link.next_try.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+                let wait = link.reopen.wait().min(Duration::from_millis(50));
                 let q = shared.queue.lock().expect("serial queue lock");
                 let _ = shared.ready.wait_timeout(q, wait);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn line_reader_splits_on_cr_or_lf_and_discards_overlong_lines() {
-        let mut r = LineReader { buf: Vec::new(), overlong: false };
-        let mut got = Vec::new();
-        let long = vec![b'x'; MAX_LINE + 50];
-        let mut input = b"status\r\nscores\n\r".to_vec();
-        input.extend_from_slice(&long);
-        input.extend_from_slice(b"\rhelp\r");
-        r.feed(&input, |l| got.push(l.map(str::to_string).map_err(|n| n >= MAX_LINE)));
-        assert_eq!(got, vec![Ok("status".into()), Ok("scores".into()), Err(true), Ok("help".into())]);
     }
 }

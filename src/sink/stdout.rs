@@ -2,8 +2,32 @@
 
 use std::io::Write;
 
+use serde::Deserialize;
+
 use super::Sink;
 use crate::protocol::{EventLine, LineFormat, StatusLine, write_event, write_status};
+
+/// `[stdout]`: decisions on standard output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSection {
+    /// Write to stdout at all (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `json` (default) or `text`.
+    #[serde(default)]
+    pub format: LineFormat,
+}
+
+impl Default for StdoutSection {
+    fn default() -> Self {
+        StdoutSection { enabled: true, format: LineFormat::Json }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
 
 /// Writes each line to a writer and flushes it, so a pipe reader sees it at once.
 pub struct LineSink<W: Write + Send> {

@@ -5,12 +5,43 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::config::SourceSection;
 use super::{FrameSource, Next, SourceError};
 use crate::frame::{Frame, PixelFormat};
 use crate::stop::StopFlag;
+use crate::tomlfile::{SettingsError, TomlFile};
 
 /// File extensions replayed when the source names a directory.
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// A files source as configured (`kind = "files"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesSpec {
+    /// A file, a directory or a glob pattern (resolved against the config's folder).
+    pub pattern: String,
+    /// Frames per second to replay at; 0 replays as fast as the pipeline takes frames.
+    pub fps: f64,
+    /// Start again after the last file.
+    pub looped: bool,
+}
+
+impl FilesSpec {
+    /// The files keys of `[source]` (`path`, `fps`, `loop`), checked; the path must
+    /// name at least one image now.
+    pub fn from_section(s: &SourceSection, file: &TomlFile) -> Result<FilesSpec, SettingsError> {
+        let Some(p) = &s.path else {
+            return Err(file.error(
+                Some("source.path".into()),
+                "missing: a files source needs `path` (a file, a directory or a glob)",
+            ));
+        };
+        let pattern = file.resolve(p.get_ref()).to_string_lossy().into_owned();
+        if let Err(e) = resolve_files(&pattern) {
+            return Err(file.error_at(p.span(), "source.path", e.to_string()));
+        }
+        Ok(FilesSpec { pattern, fps: s.fps(file)?, looped: s.looped.as_ref().is_some_and(|l| *l.get_ref()) })
+    }
+}
 
 /// Replays still images as a frame stream.
 pub struct FilesSource {
@@ -24,16 +55,15 @@ pub struct FilesSource {
 }
 
 impl FilesSource {
-    /// Resolve `spec` (a file, a directory, or a glob pattern) into a sorted file list.
-    /// `fps` of 0 replays as fast as the pipeline takes frames.
-    pub fn new(spec: &str, fps: f64, looped: bool, started: Instant) -> Result<FilesSource, SourceError> {
-        let files = resolve_files(spec)?;
-        let interval = (fps > 0.0).then(|| Duration::from_secs_f64(1.0 / fps));
+    /// Resolve `spec.pattern` (a file, a directory, or a glob pattern) into a sorted file list.
+    pub fn new(spec: &FilesSpec, started: Instant) -> Result<FilesSource, SourceError> {
+        let files = resolve_files(&spec.pattern)?;
+        let interval = (spec.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.fps));
         Ok(FilesSource {
-            spec: spec.to_string(),
+            spec: spec.pattern.clone(),
             files: files.into_iter().map(Arc::from).collect(),
             next_index: 0,
-            looped,
+            looped: spec.looped,
             interval,
             next_due: None,
             started,

@@ -25,15 +25,12 @@ use std::time::{Duration, Instant};
 
 use super::{FrameSource, Next};
 use crate::frame::Frame;
-use crate::pipeline::LogLimiter;
 use crate::stats::Health;
 use crate::stop::StopFlag;
+use crate::util::{Backoff, LogLimiter};
 
 /// How long one [`Capture::read`] may wait, so the capture thread sees a stop promptly.
 pub const READ_SLICE: Duration = Duration::from_millis(100);
-const BACKOFF_START: Duration = Duration::from_millis(250);
-/// Longest wait between two reopen attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(8);
 
 /// What one [`Capture::read`] produced.
 #[derive(Debug)]
@@ -184,8 +181,7 @@ struct Watchdog {
     /// When the source was declared lost (None while frames flow).
     lost_since: Option<Instant>,
     last_frame: Instant,
-    backoff: Duration,
-    next_try: Instant,
+    reopen: Backoff,
     started: Instant,
     bad_log: LogLimiter,
 }
@@ -200,8 +196,7 @@ impl Watchdog {
             health,
             open,
             last_frame: now,
-            backoff: BACKOFF_START,
-            next_try: now,
+            reopen: Backoff::default(),
             started,
             bad_log: LogLimiter::new(Duration::from_secs(5)),
         }
@@ -211,7 +206,7 @@ impl Watchdog {
         let mut back = Frame::empty();
         while !shared.quit.load(Ordering::Relaxed) {
             if !self.open {
-                let wait = self.next_try.saturating_duration_since(Instant::now());
+                let wait = self.reopen.wait();
                 if !wait.is_zero() {
                     std::thread::sleep(wait.min(READ_SLICE));
                     continue;
@@ -224,7 +219,7 @@ impl Watchdog {
                     }
                     Err(e) => {
                         log::debug!("source {}: reopen failed: {e}", self.description);
-                        self.retry_later();
+                        self.reopen.failed();
                         continue;
                     }
                 }
@@ -249,7 +244,7 @@ impl Watchdog {
                         if capture.reopen_on_stall() {
                             capture.close();
                             self.open = false;
-                            self.retry_later();
+                            self.reopen.failed();
                         } else {
                             // Keep waiting on the same stream; look again after another period.
                             self.last_frame = Instant::now();
@@ -265,7 +260,7 @@ impl Watchdog {
                     self.lose(&why);
                     capture.close();
                     self.open = false;
-                    self.retry_later();
+                    self.reopen.failed();
                 }
                 Read::End => {
                     log::info!("source {}: end of stream", self.description);
@@ -280,7 +275,7 @@ impl Watchdog {
 
     fn frame_arrived(&mut self) {
         self.last_frame = Instant::now();
-        self.backoff = BACKOFF_START;
+        self.reopen.succeeded();
         if let Some(since) = self.lost_since.take() {
             log::warn!("source {}: frames again after {:.1} s lost", self.description, since.elapsed().as_secs_f64());
             self.health.source_lost.store(false, Ordering::Relaxed);
@@ -299,10 +294,5 @@ impl Watchdog {
             self.health.source_lost.store(true, Ordering::Relaxed);
             self.health.source_outages.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    fn retry_later(&mut self) {
-        self.next_try = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 }

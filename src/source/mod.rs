@@ -1,16 +1,50 @@
 //! Frame sources: where frames come from. Each source fills pooled [`Frame`]s.
+//!
+//! `[source]` in a run config names one kind ([`config`]); [`open`] starts it.
+//! Files are replayed on the pipeline's source thread; live sources (pipes,
+//! V4L2 cameras) capture on a thread of their own ([`live`]).
 
+pub mod config;
 pub mod files;
 pub mod live;
 pub mod pipe;
 pub mod v4l2;
 pub mod v4l2_ring;
 
-pub use files::FilesSource;
+pub use config::{SourceConfig, SourceFormat, SourceKind, SourceSection};
+pub use files::{FilesSource, FilesSpec};
 pub use live::LiveSource;
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::frame::Frame;
+use crate::stats::Health;
 use crate::stop::StopFlag;
+
+/// Start the source `config` describes, for a model taking `model_size` (width,
+/// height) frames. Live sources open here, so a camera that cannot do what the
+/// config asks is refused at start; one that is merely absent is retried in the
+/// background (and `health` says it is lost meanwhile).
+pub fn open(
+    config: &SourceConfig,
+    model_size: (u32, u32),
+    health: &Arc<Health>,
+    started: Instant,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    let (capture, watchdog): (Box<dyn live::Capture>, _) = match config {
+        SourceConfig::Files(spec) => return Ok(Box::new(FilesSource::new(spec, started)?)),
+        SourceConfig::Pipe(spec, watchdog) => (Box::new(pipe::PipeCapture::new(spec.clone())), *watchdog),
+        SourceConfig::V4l2(spec, watchdog) => {
+            let mut spec = spec.clone();
+            spec.want.model = model_size;
+            (Box::new(v4l2::V4l2Capture::new(spec)), *watchdog)
+        }
+    };
+    let live = LiveSource::start(capture, watchdog, Arc::clone(health), started)
+        .map_err(|e| SourceError::Open(e.to_string()))?;
+    Ok(Box::new(live))
+}
 
 /// What a call to [`FrameSource::next_frame`] produced.
 #[derive(Debug, PartialEq, Eq)]

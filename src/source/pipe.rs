@@ -15,8 +15,12 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
+use super::config::{SourceFormat, SourceSection};
 use super::live::{Capture, OpenError, Read};
 use crate::frame::{Frame, PixelFormat, Range, YuvColour};
+use crate::tomlfile::{SettingsError, TomlFile};
 
 /// Largest encoded frame accepted before the stream is treated as garbage.
 pub const MAX_ENCODED_FRAME: usize = 16 << 20;
@@ -33,8 +37,19 @@ pub enum StreamFormat {
     Y4m,
 }
 
-/// A pipe source as configured.
-#[derive(Debug, Clone)]
+/// What a pipe source does when its writer closes the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEnd {
+    /// End the run cleanly (exit 0).
+    #[default]
+    Stop,
+    /// Reopen the FIFO and wait for the next writer (the source counts as lost meanwhile).
+    Reopen,
+}
+
+/// A pipe source as configured (`kind = "pipe"`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipeSpec {
     /// A path (FIFO or file), or `-` for standard input.
     pub path: String,
@@ -48,6 +63,67 @@ pub struct PipeSpec {
     pub colour: YuvColour,
     /// At the end of the stream, reopen and wait for the next writer (FIFO) instead of ending the run.
     pub reopen_at_end: bool,
+}
+
+impl PipeSpec {
+    /// The pipe keys of `[source]` (`path`, `format`, `width`/`height`, `range`,
+    /// `matrix`, `on_end`), checked; a relative path is resolved against the config.
+    pub fn from_section(s: &SourceSection, file: &TomlFile) -> Result<PipeSpec, SettingsError> {
+        let Some(p) = &s.path else {
+            return Err(file.error(
+                Some("source.path".into()),
+                "missing: a pipe source needs `path` (a FIFO or file, or \"-\" for standard input)",
+            ));
+        };
+        let Some(format) = &s.format else {
+            return Err(file.error(
+                Some("source.format".into()),
+                "missing: a pipe source needs `format` (i420, nv12, yuyv, rgb24, grey, mjpeg or y4m)",
+            ));
+        };
+        let size = s.size(file)?;
+        let format = match *format.get_ref() {
+            SourceFormat::Auto => {
+                return Err(file.error_at(
+                    format.span(),
+                    "source.format",
+                    "`auto` is for v4l2 cameras: a pipe needs i420, nv12, yuyv, rgb24, grey, mjpeg or y4m",
+                ));
+            }
+            SourceFormat::Mjpeg => StreamFormat::Mjpeg,
+            SourceFormat::Y4m => StreamFormat::Y4m,
+            raw => StreamFormat::Raw(raw.raw().expect("the other formats are raw")),
+        };
+        let (width, height) = match (format, size) {
+            (StreamFormat::Raw(_), None) => {
+                return Err(file.error(
+                    Some("source.width".into()),
+                    format!(
+                        "missing: a raw `{}` pipe needs `width` and `height` (the frame size the writer sends)",
+                        s.format.as_ref().map_or("", |f| f.get_ref().name())
+                    ),
+                ));
+            }
+            (_, size) => size.unwrap_or((0, 0)),
+        };
+        let on_end = s.on_end.as_ref().map_or(OnEnd::Stop, |o| *o.get_ref());
+        let stdin = p.get_ref() == "-";
+        if stdin && on_end == OnEnd::Reopen {
+            return Err(file
+                .error(Some("source.on_end".into()), "`reopen` needs a FIFO path: standard input cannot be reopened"));
+        }
+        Ok(PipeSpec {
+            path: if stdin { "-".into() } else { file.resolve(p.get_ref()).to_string_lossy().into_owned() },
+            format,
+            width,
+            height,
+            colour: YuvColour {
+                matrix: s.matrix.as_ref().map(|m| *m.get_ref()).unwrap_or_default(),
+                range: s.range.as_ref().map(|r| *r.get_ref()).unwrap_or_default(),
+            },
+            reopen_at_end: on_end == OnEnd::Reopen,
+        })
+    }
 }
 
 /// Reads frames from a pipe.

@@ -14,9 +14,11 @@ use v4l::framesize::FrameSizeEnum;
 use v4l::prelude::Device;
 use v4l::video::Capture as _;
 
+use super::config::{SourceFormat, SourceSection};
 use super::live::{Capture, OpenError, Read};
 use super::v4l2_ring::{Filled, MmapRing};
 use crate::frame::{Frame, Matrix, PixelFormat, Range, YuvColour};
+use crate::tomlfile::{SettingsError, TomlFile};
 
 /// Capture formats vigil converts, by V4L2 fourcc; in the order `auto` prefers them
 /// (uncompressed first: cheap to convert; MJPEG last: a JPEG decode per frame).
@@ -59,7 +61,7 @@ pub struct FormatOffer {
 }
 
 /// What the config asks of a camera.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Want {
     /// A format name from [`FORMATS`] (`yuyv`, `mjpeg`, ...), or `None` for the best offered.
     pub format: Option<String>,
@@ -143,15 +145,54 @@ fn pick_size(sizes: &[SizeOffer], want: &Want) -> Option<(u32, u32)> {
     covering.or_else(|| candidates.max_by_key(|&s| area(s)))
 }
 
-/// A V4L2 camera as configured.
-#[derive(Debug, Clone)]
+/// A V4L2 camera as configured (`kind = "v4l2"`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct V4l2Spec {
     /// The device node, e.g. `/dev/video0` (or a stable `/dev/v4l/by-id/...` link).
     pub device: String,
-    /// Format and size wanted.
+    /// Format and size wanted (`want.model` is set from the bundle when the source opens).
     pub want: Want,
     /// Frame rate to ask for (the driver may round it); `None` keeps the device's.
     pub fps: Option<u32>,
+}
+
+impl V4l2Spec {
+    /// The v4l2 keys of `[source]` (`device`, `format`, `width`/`height`, `fps`), checked.
+    pub fn from_section(s: &SourceSection, file: &TomlFile) -> Result<V4l2Spec, SettingsError> {
+        let Some(device) = &s.device else {
+            return Err(file.error(
+                Some("source.device".into()),
+                "missing: a v4l2 source needs `device` (e.g. \"/dev/video0\"; `vigil cameras` lists them)",
+            ));
+        };
+        if let Some(f) = &s.format
+            && *f.get_ref() == SourceFormat::Y4m
+        {
+            return Err(file.error_at(
+                f.span(),
+                "source.format",
+                "`y4m` is a pipe format: a camera gives auto, yuyv, nv12, i420, rgb24, grey or mjpeg",
+            ));
+        }
+        if s.width.is_some() != s.height.is_some() {
+            return Err(file.error(Some("source.width".into()), "give both `width` and `height`, or neither"));
+        }
+        let fps = s.fps(file)?;
+        Ok(V4l2Spec {
+            device: device.get_ref().clone(),
+            want: Want {
+                format: s
+                    .format
+                    .as_ref()
+                    .map(|f| *f.get_ref())
+                    .filter(|f| *f != SourceFormat::Auto)
+                    .map(|f| f.name().into()),
+                size: s.size(file)?,
+                model: (0, 0),
+            },
+            fps: (fps > 0.0).then(|| fps.round() as u32),
+        })
+    }
 }
 
 struct Streaming {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the emulated board's boot files (tests/emulated_board.rs boots them with
+# Builds the emulated board's boot files (tests/integration/emulated_board.rs boots them with
 # qemu-system-aarch64 -M virt -cpu cortex-a72):
 #   OUT/vmlinuz      Debian's arm64 kernel (PL061 GPIO and PL011 UARTs built in, vivid a module)
 #   OUT/initrd.gz    busybox, the vivid module and its dependencies, the cross-built vigil with

@@ -1,8 +1,6 @@
 //! The shipped model bundle end to end: tract's scores agree with
 //! onnxruntime's on the same input, and real photos get their expected labels.
 
-mod common;
-
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -26,11 +24,11 @@ fn engine(variant: Variant) -> &'static TractEngine {
 
 fn bundle() -> &'static Bundle {
     static B: OnceLock<Bundle> = OnceLock::new();
-    B.get_or_init(|| Bundle::load(&common::default_bundle()).expect("shipped bundle manifest is valid"))
+    B.get_or_init(|| Bundle::load(&crate::common::default_bundle()).expect("shipped bundle manifest is valid"))
 }
 
 fn golden() -> Value {
-    let path = common::root().join("tests/golden/mobilenetv2/golden.json");
+    let path = crate::common::root().join("tests/golden/mobilenetv2/golden.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("golden file")).expect("golden json")
 }
 
@@ -60,7 +58,7 @@ fn golden_probs(img: &Value, key: &str) -> Vec<f32> {
 }
 
 fn golden_image(img: &Value) -> std::path::PathBuf {
-    common::root().join("tests/golden/mobilenetv2").join(img["file"].as_str().unwrap())
+    crate::common::root().join("tests/golden/mobilenetv2").join(img["file"].as_str().unwrap())
 }
 
 #[test]
@@ -129,7 +127,7 @@ fn real_photos_get_their_expected_top_label() {
     // not Pillow's, so where onnxruntime's top-1 leads by 0.1 or more it must be ours too;
     // where two classes are neck and neck (e.g. Eskimo dog vs malamute) it must be in our top 3.
     let g = golden();
-    let rules = vigil::app::rules_for(bundle(), None).unwrap();
+    let rules = vigil::thresholds::rules_for(bundle(), None, None).unwrap();
     let mut c = Classifier {
         labels: &bundle().labels,
         rules: &rules,
@@ -139,7 +137,7 @@ fn real_photos_get_their_expected_top_label() {
     };
     let mut exact = 0;
     for img in g["images"].as_array().unwrap() {
-        let source = common::root().join(img["source"].as_str().unwrap());
+        let source = crate::common::root().join(img["source"].as_str().unwrap());
         let r = c.classify(&source, 3, false);
         assert!(r.error.is_none(), "{}: {:?}", source.display(), r.error);
         let top5 = &img["fp32"]["top5"];
@@ -170,7 +168,7 @@ fn resize_is_close_to_pillow_bilinear() {
     // model sees what it was trained and calibrated on. JPEG decoders differ slightly too.
     let g = golden();
     for img in g["images"].as_array().unwrap() {
-        let source = common::root().join(img["source"].as_str().unwrap());
+        let source = crate::common::root().join(img["source"].as_str().unwrap());
         let mut frame = Frame::empty();
         frame.data = std::fs::read(&source).unwrap();
         let mut pre = Preprocessor::new(&bundle().input);

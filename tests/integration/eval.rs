@@ -2,12 +2,10 @@
 //! numbers, calibration on the default bundle's real photos, thresholds written
 //! where the daemon reads them, refused sets, and the `--report` folder.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{default_bundle, root, stderr, stdout, vigil_output, write};
+use crate::common::{default_bundle, root, stderr, stdout, vigil_output, write};
 use serde_json::Value;
 use vigil::evaluate::ScoreTable;
 use vigil::evaluate::metrics;

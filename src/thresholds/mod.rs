@@ -8,14 +8,24 @@
 //! the manifest's per-label entry, the thresholds file's per-label entry, the
 //! config's per-label entry. Specific beats general; at the same level the
 //! deployment (config) beats the calibration file, which beats the model's manifest.
+//!
+//! Everything about thresholds lives here: the TOML format ([`ThresholdsSpec`]),
+//! merging and validation ([`resolve`], [`rules_for`]), thresholds files
+//! ([`ThresholdsFile`]) and the one writer that both the console's `save` and
+//! `vigil calibrate` use ([`file::save`]).
+
+pub mod file;
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::bundle::Bundle;
 use crate::decide::LabelRule;
 use crate::tomlfile::{SettingsError, TomlFile};
+
+pub use file::{RuleUpdate, ThresholdsFile, WriteError};
 
 /// The longest N-of-M window the decide stage tracks (one bit per frame in a u64).
 pub const MAX_WINDOW: u32 = 64;
@@ -92,6 +102,27 @@ impl<'a, T: Copy> Field<'a, T> {
             }
         }
     }
+}
+
+impl<'a> ThresholdsLayer<'a> {
+    /// The `[thresholds]` table `spec` of `file`.
+    pub fn new(spec: &'a ThresholdsSpec, file: &'a TomlFile) -> ThresholdsLayer<'a> {
+        ThresholdsLayer { spec, file, prefix: "thresholds" }
+    }
+}
+
+/// One rule per label of `bundle`, merged in precedence order: its manifest's
+/// `[thresholds]`, then a thresholds `file` (a config's `[model] thresholds`, or
+/// `vigil eval --thresholds`), then a run config's own `[thresholds]` (`config`).
+pub fn rules_for(
+    bundle: &Bundle,
+    file: Option<&ThresholdsFile>,
+    config: Option<ThresholdsLayer<'_>>,
+) -> Result<Vec<LabelRule>, SettingsError> {
+    let mut layers = vec![ThresholdsLayer::new(&bundle.thresholds, &bundle.manifest)];
+    layers.extend(file.map(|f| ThresholdsLayer::new(&f.spec, &f.file)));
+    layers.extend(config);
+    resolve(&bundle.labels, &layers)
 }
 
 /// Built-in rule: 0.5 on, 0.4 off, switch on at the first frame, off at the first frame below.

@@ -2,8 +2,6 @@
 //! same sample images): the manifest agrees with both graphs, tract reproduces the recorded
 //! scores, and the INT8 model runs on integer kernels rather than in float.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -15,7 +13,7 @@ use vigil::preprocess::Preprocessor;
 
 /// Bundles with golden files, by directory.
 fn bundles_with_goldens() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(common::root().join("models"))
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(crate::common::root().join("models"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("samples/golden.json").is_file())

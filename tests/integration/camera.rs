@@ -3,14 +3,12 @@
 //! bad frames in the middle of a stream, and a FIFO whose writer stalls, goes away and
 //! comes back.
 
-mod common;
-
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{default_bundle, vigil, write};
+use crate::common::{default_bundle, vigil, write};
 use serde_json::Value;
 use vigil::convert::YuvConverter;
 use vigil::frame::{PixelFormat, Range, YuvColour};
@@ -138,11 +136,11 @@ fn pipe_config(dir: &Path, source: &str) -> PathBuf {
 }
 
 /// A pipe source config for tests about timing (watchdog, outages), not labels: see
-/// [`common::light_model_section`].
+/// [`crate::common::light_model_section`].
 fn light_pipe_config(dir: &Path, source: &str) -> PathBuf {
     let text = format!(
         "{}\n[source]\nkind = \"pipe\"\n{source}\n\n[status]\ninterval_s = 0.2\n",
-        common::light_model_section()
+        crate::common::light_model_section()
     );
     write(dir, "c.toml", &text)
 }

@@ -1,7 +1,57 @@
 //! `vigil monitor`: read a vigil serial line, check every checksum, and print
 //! events and status for people.
 
-use crate::protocol::parse_text_line;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use super::{EXIT_OK, Error};
+use vigil::protocol::parse_text_line;
+use vigil::stop::StopFlag;
+
+/// Print what the vigil serial line on `port` says until interrupted; the port is
+/// reopened when it goes away. Ends with a count of good and corrupt lines.
+pub fn run(port: &str, baud: u32) -> Result<i32, Error> {
+    let stop = StopFlag::new();
+    stop.register_signals().map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
+    let (mut good, mut bad) = (0u64, 0u64);
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 512];
+    while !stop.is_stopped() {
+        let mut p = match serialport::new(port, baud).timeout(Duration::from_millis(200)).open() {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("{port}: {e}; retrying");
+                stop.sleep_until(Instant::now() + Duration::from_secs(1));
+                continue;
+            }
+        };
+        while !stop.is_stopped() {
+            match p.read(&mut buf) {
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(e) => {
+                    log::warn!("{port}: {e}; reopening");
+                    break;
+                }
+            }
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                match describe(&String::from_utf8_lossy(&line)) {
+                    Ok(text) => {
+                        good += 1;
+                        println!("{text}");
+                    }
+                    Err(why) => {
+                        bad += 1;
+                        println!("BAD    {why}");
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{good} good line(s), {bad} corrupt");
+    Ok(EXIT_OK)
+}
 
 /// One received line, checked and made readable; `Err` for a corrupt line.
 pub fn describe(line: &str) -> Result<String, String> {

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::Error;
-use crate::app::{prepare, rules_for};
-use crate::bundle::Bundle;
-use crate::config::Config;
-use crate::engine::InferenceEngine;
-use crate::notify::Notifier;
-use crate::stop::StopFlag;
+use super::Error;
+use super::prepare::prepare;
+use vigil::bundle::Bundle;
+use vigil::config::Config;
+use vigil::engine::InferenceEngine;
+use vigil::notify::Notifier;
+use vigil::stop::StopFlag;
 
 /// Run the daemon on the config at `path` until SIGINT/SIGTERM or the source ends.
 pub fn run(path: &Path, process_start: Instant) -> Result<(), Error> {
@@ -50,7 +50,7 @@ pub fn run(path: &Path, process_start: Instant) -> Result<(), Error> {
                 .spawn(move || watch_signals(&path, &terminate, &hangup, &run_stop, &next, &notifier))
                 .expect("spawn signal watcher")
         };
-        let result = prepared.into_pipeline(run_stop.clone(), process_start).run();
+        let result = prepared.run(&run_stop, process_start);
         run_stop.stop();
         let _ = watcher.join();
         if let Some(p) = pinger {
@@ -122,6 +122,6 @@ fn watch_signals(
 fn check(path: &Path) -> Result<Config, Error> {
     let config = Config::load(path)?;
     let bundle = Bundle::load(&config.bundle_dir)?;
-    rules_for(&bundle, Some(&config))?;
+    config.rules(&bundle)?;
     Ok(config)
 }

@@ -8,17 +8,18 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::Error;
-use crate::bundle::{Bundle, Variant};
-use crate::decide::Decider;
-use crate::engine::{InferenceEngine, InferenceWorker, TractEngine};
-use crate::frame::Frame;
-use crate::pipeline::{Pipeline, RunSummary};
-use crate::preprocess::Preprocessor;
-use crate::protocol::LineFormat;
-use crate::sink::{LineSink, Sink};
-use crate::source::{FilesSource, FrameSource, Next};
-use crate::stop::StopFlag;
+use super::Error;
+use vigil::bundle::{Bundle, Variant};
+use vigil::decide::Decider;
+use vigil::engine::{InferenceEngine, InferenceWorker, TractEngine};
+use vigil::frame::Frame;
+use vigil::pipeline::{self, Decisions, Model, RunSummary};
+use vigil::preprocess::Preprocessor;
+use vigil::protocol::LineFormat;
+use vigil::sink::{LineSink, Sink};
+use vigil::source::{FilesSource, FilesSpec, FrameSource, Next};
+use vigil::stop::StopFlag;
+use vigil::thresholds;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -142,8 +143,11 @@ fn ms(d: Duration) -> f64 {
 
 /// Run the benchmark. `process_start` is taken as early as possible in `main`.
 pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, Error> {
+    if opts.workers.is_empty() || opts.workers.contains(&0) {
+        return Err(Error::Usage("--workers: expected worker counts of 1 or more, e.g. 1,2".into()));
+    }
     let bundle = Bundle::load(&opts.bundle)?;
-    let rules = crate::app::rules_for(&bundle, None)?;
+    let rules = thresholds::rules_for(&bundle, None, None)?;
     let engine = Arc::new(TractEngine::load(&bundle, opts.variant)?);
     let load_ms = ms(process_start.elapsed());
 
@@ -156,24 +160,17 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
     for (i, &workers) in opts.workers.iter().enumerate() {
         // The first run starts its clock at process start, so its first decision is the cold start.
         let started = if i == 0 { process_start } else { Instant::now() };
-        let source = Limited { inner: FilesSource::new(&opts.images, 0.0, true, started)?, left: opts.frames };
-        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(LineSink::new(std::io::sink(), LineFormat::Json))];
-        let engine_dyn: Arc<dyn InferenceEngine> = engine.clone();
-        let summary: RunSummary = Pipeline {
-            source: Box::new(source),
-            engine: engine_dyn,
-            input: bundle.input.clone(),
+        let files = FilesSpec { pattern: opts.images.clone(), fps: 0.0, looped: true };
+        let source = Limited { inner: FilesSource::new(&files, started)?, left: opts.frames };
+        let model = Model { engine: engine.clone(), input: bundle.input.clone(), workers };
+        let decisions = Decisions {
             decider: Decider::new(Arc::clone(&bundle.labels), rules.clone()),
-            sinks,
-            workers,
+            sinks: vec![Box::new(LineSink::new(std::io::sink(), LineFormat::Json)) as Box<dyn Sink>],
             status_interval: None,
-            stop: StopFlag::new(),
-            started,
-            console: None,
-            thresholds_file: None,
+            control: None,
             health: Arc::default(),
-        }
-        .run()?;
+        };
+        let summary: RunSummary = pipeline::run(Box::new(source), &model, decisions, &StopFlag::new(), started)?;
         if i == 0 {
             cold_start_ms = summary.first_decision.map_or(0.0, ms);
             raw_between = Some(raw_inference_ms(&engine, &bundle, opts)?);
@@ -217,7 +214,7 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
 /// Time the preprocessor on the first bench image as each camera format at 640x480 and
 /// 1280x720 (the frames are made here: BT.601 limited-range YUV, JPEG quality 90).
 fn format_costs(bundle: &Bundle, opts: &BenchOptions, raw_infer_ms: f64) -> Result<Vec<FormatCost>, Error> {
-    let first = crate::source::files::resolve_files(&opts.images)?.remove(0);
+    let first = vigil::source::files::resolve_files(&opts.images)?.remove(0);
     let photo = image::open(&first).map_err(|e| Error::Runtime(format!("{}: {e}", first.display())))?.to_rgb8();
     let mut pre = Preprocessor::new(&bundle.input);
     let mut tensor = vec![0.0f32; bundle.input.len()];
@@ -243,7 +240,7 @@ fn format_costs(bundle: &Bundle, opts: &BenchOptions, raw_infer_ms: f64) -> Resu
 
 /// `rgb` as a frame of every format a camera or pipe delivers.
 fn camera_frames(rgb: &image::RgbImage) -> Vec<(&'static str, Frame)> {
-    use crate::frame::PixelFormat as P;
+    use vigil::frame::PixelFormat as P;
     let (w, h) = rgb.dimensions();
     let px = |x: u32, y: u32| {
         let p = rgb.get_pixel(x.min(w - 1), y.min(h - 1)).0.map(f64::from);
@@ -287,7 +284,7 @@ fn camera_frames(rgb: &image::RgbImage) -> Vec<(&'static str, Frame)> {
 
 /// Mean time of `opts.frames` inferences on one prepared tensor, one worker, after a warm-up.
 fn raw_inference_ms(engine: &TractEngine, bundle: &Bundle, opts: &BenchOptions) -> Result<f64, Error> {
-    let first = crate::source::files::resolve_files(&opts.images)?.remove(0);
+    let first = vigil::source::files::resolve_files(&opts.images)?.remove(0);
     let mut frame = Frame::empty();
     frame.data = std::fs::read(&first).map_err(|e| Error::Runtime(format!("{}: {e}", first.display())))?;
     let mut worker = engine.tract_worker()?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use embedded_hal::digital::{ErrorType, OutputPin};
 use vigil::protocol::EventLine;
 use vigil::sink::gpio::OutputLine;
-use vigil::sink::{GpioSink, LabelOutput, OutputMode, Sink};
+use vigil::sink::{GpioLines, GpioSink, LabelOutput, OutputMode, Sink};
 use vigil::stats::Health;
 
 /// Physical levels written to a pin, with when.
@@ -77,7 +77,7 @@ fn level_pulse_active_low_and_stop_levels() {
             line: OutputLine::new("pulse", p2, false, None),
         },
     ];
-    let mut sink = GpioSink::start(outputs, None, None, Arc::default());
+    let mut sink = GpioSink::start(GpioLines { outputs, heartbeat: None, fault: None }, Arc::default());
     // Start: every line inactive (active-low inactive = high).
     eventually("start levels", || {
         last(&level) == Some(false) && last(&level_low) == Some(true) && last(&pulse) == Some(false)
@@ -119,12 +119,12 @@ fn heartbeat_toggles_while_frames_flow_and_fault_follows_health() {
     let (hb, beats) = pin();
     let (f, fault) = pin();
     let health = Arc::new(Health::default());
-    let mut sink = GpioSink::start(
-        vec![],
-        Some(OutputLine::new("heartbeat", hb, false, None)),
-        Some(OutputLine::new("fault", f, false, None)),
-        Arc::clone(&health),
-    );
+    let lines = GpioLines {
+        outputs: vec![],
+        heartbeat: Some(OutputLine::new("heartbeat", hb, false, None)),
+        fault: Some(OutputLine::new("fault", f, false, None)),
+    };
+    let mut sink = GpioSink::start(lines, Arc::clone(&health));
     // Frames flow for 1.3 s: the heartbeat toggles every 0.5 s.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(1300) {
@@ -173,7 +173,7 @@ fn a_failing_line_is_retried_until_it_works() {
     let flaky = Box::new(Flaky { failures: 2, log: Arc::clone(&log) });
     let outputs =
         vec![LabelOutput { label: 0, mode: OutputMode::Level, line: OutputLine::new("flaky", flaky, false, None) }];
-    let mut sink = GpioSink::start(outputs, None, None, Arc::default());
+    let mut sink = GpioSink::start(GpioLines { outputs, heartbeat: None, fault: None }, Arc::default());
     sink.event(&event(0, true));
     // The start level and the first write fail; the retry (1 s later) drives the wanted level.
     let t0 = Instant::now();

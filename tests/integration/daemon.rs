@@ -2,15 +2,13 @@
 //! clear messages and exit codes, corrupt frames dropped and counted, a clean
 //! stop on SIGTERM, and the serial protocol on a real pseudo-terminal.
 
-mod common;
-
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{default_bundle, stderr, stdout, vigil, vigil_output, write};
+use crate::common::{default_bundle, stderr, stdout, vigil, vigil_output, write};
 use serde_json::Value;
 
 fn samples() -> PathBuf {
@@ -243,8 +241,8 @@ fn sigterm_stops_promptly_and_flushes() {
     // takes under qemu-user's software NEON.
     let text = format!(
         "{}\n[source]\nkind = \"files\"\npath = \"{}\"\nfps = 20\nloop = true\n\n[status]\ninterval_s = 0.2\n",
-        common::light_model_section(),
-        common::light_model_samples().display()
+        crate::common::light_model_section(),
+        crate::common::light_model_samples().display()
     );
     let cfg = write(dir.path(), "c.toml", &text);
     let mut child = vigil()

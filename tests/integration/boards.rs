@@ -3,14 +3,12 @@
 //! GPIO outputs naming real labels). Devices are not opened here — the boards' GPIO chips and
 //! serial ports exist only on the boards (and in the emulated-board test).
 
-mod common;
-
 use vigil::bundle::Bundle;
 use vigil::config::Config;
 
 #[test]
 fn every_board_profile_is_a_valid_config_for_its_bundle() {
-    let mut profiles: Vec<_> = std::fs::read_dir(common::root().join("boards"))
+    let mut profiles: Vec<_> = std::fs::read_dir(crate::common::root().join("boards"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
@@ -23,24 +21,24 @@ fn every_board_profile_is_a_valid_config_for_its_bundle() {
     for path in &profiles {
         let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
         let bundle = Bundle::load(&config.bundle_dir).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        vigil::app::rules_for(&bundle, Some(&config)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        config.rules(&bundle).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         check_gpio_labels(path, &config, &bundle);
     }
 
     // The packaged /etc/vigil/vigil.toml names the bundle where the package installs it;
     // check the rest of it against the same bundle in this tree.
-    let packaged = std::fs::read_to_string(common::root().join("boards/debian/vigil.toml")).unwrap();
+    let packaged = std::fs::read_to_string(crate::common::root().join("boards/debian/vigil.toml")).unwrap();
     let installed = "/usr/share/vigil/models/road-scene";
     assert!(packaged.contains(installed));
     let dir = tempfile::tempdir().unwrap();
-    let here = common::write(
+    let here = crate::common::write(
         dir.path(),
         "vigil.toml",
-        &packaged.replace(installed, &common::root().join("models/road-scene").display().to_string()),
+        &packaged.replace(installed, &crate::common::root().join("models/road-scene").display().to_string()),
     );
     let config = Config::load(&here).unwrap_or_else(|e| panic!("boards/debian/vigil.toml: {e}"));
     let bundle = Bundle::load(&config.bundle_dir).unwrap();
-    vigil::app::rules_for(&bundle, Some(&config)).unwrap();
+    config.rules(&bundle).unwrap();
 }
 
 /// Every `[[gpio.outputs]]` names a label of the bundle.

@@ -1,0 +1,49 @@
+//! `vigil check`: load and check everything a config names (bundle, model,
+//! thresholds, source, GPIO lines, serial device) without running anything.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::prepare::prepare;
+use super::{EXIT_OK, Error};
+use vigil::config::Config;
+use vigil::engine::InferenceEngine;
+
+/// Check the config at `path`; print what it will run.
+pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
+    let config = Config::load(path)?;
+    let serial = config.serial.clone();
+    let prepared = prepare(config, process_start)?;
+    println!("config: {} ok", prepared.config.file.path.display());
+    println!(
+        "bundle: {} ({} labels, {})",
+        prepared.bundle.dir.display(),
+        prepared.bundle.labels.len(),
+        prepared.bundle.provenance.licence
+    );
+    println!("model: {}", prepared.engine.describe());
+    if prepared.health.source_lost.load(Ordering::Relaxed) {
+        println!(
+            "source: {} NOT AVAILABLE now (a run keeps retrying; see the warning above)",
+            prepared.source.describe()
+        );
+    } else {
+        println!("source: {}", prepared.source.describe());
+    }
+    if let Some(t) = &prepared.config.thresholds_file {
+        println!("thresholds: {} (between the bundle's and this config's)", t.file.path.display());
+    }
+    if let Some(s) = serial {
+        let device = s.device.get_ref();
+        if !Path::new(device).exists() {
+            return Err(Error::Settings(prepared.config.file.error_at(
+                s.device.span(),
+                "serial.device",
+                format!("device `{device}` does not exist: expected a serial device (is the adapter plugged in?)"),
+            )));
+        }
+        println!("serial: {device} at {} baud, {:?}", s.baud.get_ref(), s.format);
+    }
+    Ok(EXIT_OK)
+}

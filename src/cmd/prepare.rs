@@ -1,0 +1,79 @@
+//! Builds a ready-to-run pipeline from a config file: the one place that
+//! knows how config sections map onto stages. `vigil run` and `vigil check`
+//! both go through [`prepare`], so `check` refuses exactly what `run` would.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Error;
+use vigil::bundle::Bundle;
+use vigil::config::Config;
+use vigil::console::Console;
+use vigil::decide::{Decider, LabelRule};
+use vigil::engine::{EngineError, TractEngine};
+use vigil::pipeline::{self, Control, Decisions, Model, RunSummary};
+use vigil::sink::{GpioLines, GpioSink, SerialSink, Sink, StdoutSink};
+use vigil::source::{self, FrameSource};
+use vigil::stats::Health;
+use vigil::stop::StopFlag;
+
+/// A config with everything it names loaded and checked.
+pub struct Prepared {
+    /// The config.
+    pub config: Config,
+    /// Its bundle.
+    pub bundle: Bundle,
+    /// The loaded, optimised model.
+    pub engine: Arc<TractEngine>,
+    /// One rule per label, merged from bundle and config.
+    pub rules: Vec<LabelRule>,
+    /// The frame source.
+    pub source: Box<dyn FrameSource>,
+    /// GPIO lines, requested (and so checked) at start.
+    pub gpio: Option<GpioLines>,
+    /// Live health (source lost, engine failing), shared with the pipeline and fault outputs.
+    pub health: Arc<Health>,
+}
+
+/// Load `config`'s bundle, rules, model, source and GPIO lines.
+pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
+    let bundle = Bundle::load(&config.bundle_dir)?;
+    let rules = config.rules(&bundle)?;
+    let engine = Arc::new(TractEngine::load(&bundle, config.model.variant)?);
+    let health = Arc::new(Health::default());
+    let model_size = (bundle.input.width, bundle.input.height);
+    let source = source::open(&config.source, model_size, &health, started)?;
+    let gpio = config.gpio.as_ref().map(|g| g.request(&config.file, &bundle.labels)).transpose()?;
+    Ok(Prepared { config, bundle, engine, rules, source, gpio, health })
+}
+
+impl Prepared {
+    /// Open the sinks (and the console on the serial line), then run the pipeline
+    /// until the source ends or `stop` is raised.
+    pub fn run(self, stop: &StopFlag, started: Instant) -> Result<RunSummary, EngineError> {
+        let Prepared { config, bundle, engine, rules, source, gpio, health } = self;
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if config.stdout.enabled {
+            sinks.push(Box::new(StdoutSink::stdout(config.stdout.format)));
+        }
+        let mut control: Option<Box<dyn Control>> = None;
+        if let Some(serial) = &config.serial {
+            let saves_to = config.thresholds_file.as_ref().map(|f| f.file.path.clone());
+            let (console, requests) = Console::new(bundle.labels.len(), saves_to);
+            control = Some(Box::new(console));
+            sinks.push(Box::new(SerialSink::start(serial, Some(requests))));
+        }
+        if let Some(lines) = gpio {
+            sinks.push(Box::new(GpioSink::start(lines, Arc::clone(&health))));
+        }
+        let model = Model { engine, input: bundle.input.clone(), workers: *config.model.workers.get_ref() };
+        let decisions = Decisions {
+            decider: Decider::new(Arc::clone(&bundle.labels), rules),
+            sinks,
+            status_interval: config.status_interval(),
+            control,
+            health,
+        };
+        pipeline::run(source, &model, decisions, stop, started)
+    }
+}

@@ -1,0 +1,259 @@
+//! The console: commands a technician types on a serial line (picocom,
+//! minicom) or a script sends, executed against the running decide stage, and
+//! the replies. See `docs/serial-protocol.md`.
+//!
+//! ```text
+//! transport thread (serial I/O, MQTT)          decide thread
+//!   bytes ─▶ LineReader ─▶ parse ─▶ Request ──▶ Console::handle(decider) ─▶ reply ─▶ ReplyTo
+//!                           └─ bad line: error reply straight back on the transport
+//! ```
+//! A transport parses lines into [`Command`]s on its own thread and sends each
+//! as a [`Request`], carrying the way back ([`ReplyTo`]), into the channel made
+//! by [`Console::new`]. The decide loop runs requests between two frames
+//! ([`crate::pipeline::Control`]), so a threshold change takes effect on the
+//! next frame decided and never races a decision. Any number of transports can
+//! feed one console; none of them is known to the pipeline.
+
+pub mod command;
+pub mod line;
+pub mod reply;
+
+pub use command::{Command, HELP, MAX_LINE, MAX_SCORES_SHOWN, MAX_THRESHOLDS_SHOWN, parse};
+pub use line::LineReader;
+pub use reply::{Reply, send_error};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::decide::{Decider, LabelRule};
+use crate::pipeline::{Control, RunView};
+use crate::protocol::LineFormat;
+use crate::thresholds::{self, RuleUpdate};
+
+/// Where a command's replies go: the serial line it came from, an MQTT reply topic.
+pub trait ReplyTo: Send + Sync {
+    /// The line format replies use there.
+    fn format(&self) -> LineFormat;
+    /// Queue one finished line; `droppable` lines (streamed scores) may be
+    /// dropped first when the transport cannot keep up. Must not block.
+    fn send(&self, line: Vec<u8>, droppable: bool);
+}
+
+/// A parsed command and the way back to whoever sent it.
+pub struct Request {
+    /// The command.
+    pub command: Command,
+    /// Where its replies go.
+    pub reply_to: Arc<dyn ReplyTo>,
+}
+
+/// Requests a console holds before the decide thread takes them; a transport
+/// that outruns it waits (commands are typed by people, or sent by scripts that wait for replies).
+pub const QUEUE: usize = 16;
+
+/// The console's state on the decide thread: who watches scores, which labels'
+/// thresholds were changed (what `save` writes), and where `save` writes.
+pub struct Console {
+    requests: Receiver<Request>,
+    /// Transports that asked for `watch on`.
+    watchers: Vec<Arc<dyn ReplyTo>>,
+    /// Labels whose thresholds were changed here.
+    changed: Vec<bool>,
+    /// The config's `[model] thresholds` file, if it names one.
+    thresholds_file: Option<PathBuf>,
+    /// Scratch for `scores` and `watch`.
+    shown: Vec<(usize, f32)>,
+}
+
+impl Console {
+    /// A console for a model with `labels` labels; `save` writes into
+    /// `thresholds_file`. The sender is for transports (clone it for each).
+    pub fn new(labels: usize, thresholds_file: Option<PathBuf>) -> (Console, Sender<Request>) {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let console = Console {
+            requests: rx,
+            watchers: Vec::new(),
+            changed: vec![false; labels],
+            thresholds_file,
+            shown: Vec::with_capacity(labels.min(MAX_SCORES_SHOWN + 1)),
+        };
+        (console, tx)
+    }
+
+    fn reply(
+        &mut self,
+        request: &Request,
+        decider: &mut Decider,
+        run: &RunView<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let mut ok = |fields: &mut dyn FnMut(&mut Reply<'_>)| {
+            let mut r = Reply::new(out, request.reply_to.format(), request.command.name(), true);
+            fields(&mut r);
+            r.finish();
+        };
+        match &request.command {
+            Command::Help => ok(&mut |r| {
+                for c in HELP.split(';') {
+                    r.field(format_args!("{c}"));
+                }
+            }),
+            Command::Version => ok(&mut |r| {
+                r.field(format_args!("vigil {}", env!("CARGO_PKG_VERSION")));
+            }),
+            Command::Status => {
+                let s = run.status;
+                let on = s.labels_on.join(";");
+                ok(&mut |r| {
+                    r.field(format_args!("uptime_s={:.0}", s.uptime_s))
+                        .field(format_args!("frames={}", s.frames))
+                        .field(format_args!("fps={:.1}", s.fps))
+                        .field(format_args!("infer_ms_p50={:.1}", s.infer_ms_p50))
+                        .field(format_args!("infer_ms_p99={:.1}", s.infer_ms_p99))
+                        .field(format_args!("dropped={}", s.dropped))
+                        .field(format_args!("source={}", s.source))
+                        .field(format_args!("outages={}", s.outages))
+                        .field(format_args!("labels_on={on}"));
+                })
+            }
+            Command::Scores => {
+                shown_labels(decider.states().iter().map(|s| s.last_score), &mut self.shown);
+                let (shown, labels, seq) = (&self.shown, decider.labels(), run.next_seq);
+                ok(&mut |r| {
+                    r.field(format_args!("seq={}", seq.saturating_sub(1)));
+                    for &(i, score) in shown {
+                        r.field(format_args!("{}={score:.4}", labels[i]));
+                    }
+                })
+            }
+            Command::Watch(on) => {
+                self.watchers.retain(|w| !Arc::ptr_eq(w, &request.reply_to));
+                if *on {
+                    self.watchers.push(Arc::clone(&request.reply_to));
+                }
+                ok(&mut |r| {
+                    r.field(format_args!("{}", if *on { "on" } else { "off" }));
+                })
+            }
+            Command::GetThresholds => {
+                // Many labels (ImageNet's 1000) would take seconds at 9600 baud: list those whose
+                // rule differs from the common one, then the common rule once.
+                let (rules, labels) = (decider.rules(), decider.labels());
+                let common = (labels.len() > MAX_THRESHOLDS_SHOWN).then(|| rules[0]);
+                ok(&mut |r| {
+                    let listed = labels.iter().zip(rules).filter(|(_, rule)| common.is_none_or(|c| **rule != c));
+                    for (label, rule) in listed.take(MAX_THRESHOLDS_SHOWN) {
+                        r.field(format_args!("{label}:on={}:off={}", rule.on, rule.off));
+                    }
+                    if let Some(c) = common {
+                        r.field(format_args!("others:on={}:off={}", c.on, c.off));
+                    }
+                })
+            }
+            Command::SetThreshold { label, on, off } => {
+                let (index, rule) = set_threshold(decider, label, *on, *off)?;
+                self.changed[index] = true;
+                let name = &decider.labels()[index];
+                let seq = run.next_seq;
+                log::info!("console: {name} thresholds set to on={} off={} from frame {seq}", rule.on, rule.off);
+                ok(&mut |r| {
+                    r.field(format_args!("{name}"))
+                        .field(format_args!("on={}", rule.on))
+                        .field(format_args!("off={}", rule.off))
+                        .field(format_args!("from_seq={seq}"));
+                })
+            }
+            Command::Save => {
+                let (path, n) = self.save(decider)?;
+                ok(&mut |r| {
+                    r.field(format_args!("{}", path.display())).field(format_args!("labels={n}"));
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// `save`: write the labels changed here into the thresholds file; returns it and how many.
+    fn save(&self, decider: &Decider) -> Result<(&PathBuf, usize), String> {
+        let Some(path) = &self.thresholds_file else {
+            return Err("no thresholds file: set `thresholds` in the config's [model]".into());
+        };
+        let updates: Vec<RuleUpdate> = (0..self.changed.len())
+            .filter(|&i| self.changed[i])
+            .map(|i| {
+                let rule = decider.rules()[i];
+                RuleUpdate { label: decider.labels()[i].clone(), on: rule.on, off: rule.off }
+            })
+            .collect();
+        let comment = "Per-label thresholds saved from vigil's console (`save`).\n\
+                       A run config uses it with `[model] thresholds = \"FILE\"`.";
+        thresholds::file::save(path, &updates, comment).map_err(|e| e.to_string())?;
+        log::info!("console: saved {} threshold change(s) to {}", updates.len(), path.display());
+        Ok((path, updates.len()))
+    }
+}
+
+impl Control for Console {
+    fn requests(&self) -> &Receiver<Request> {
+        &self.requests
+    }
+
+    fn handle(&mut self, request: Request, decider: &mut Decider, run: &RunView<'_>) {
+        let mut out = Vec::with_capacity(256);
+        match self.reply(&request, decider, run, &mut out) {
+            Ok(()) => request.reply_to.send(out, false),
+            Err(why) => send_error(&*request.reply_to, request.command.name(), &why),
+        }
+    }
+
+    /// One `$VGSCR` line per watcher (droppable: a slow line keeps up by skipping).
+    fn decided(&mut self, seq: u64, decider: &Decider) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        shown_labels(decider.states().iter().map(|s| s.last_score), &mut self.shown);
+        for w in &self.watchers {
+            let mut out = Vec::with_capacity(32 + 24 * self.shown.len());
+            let mut r = Reply::scores(&mut out, w.format(), seq);
+            for &(i, score) in &self.shown {
+                r.field(format_args!("{}={score:.4}", decider.labels()[i]));
+            }
+            r.finish();
+            w.send(out, true);
+        }
+    }
+}
+
+/// Apply `set threshold` to `decider`; returns the label's index and new rule.
+pub fn set_threshold(
+    decider: &mut Decider,
+    label: &str,
+    on: Option<f32>,
+    off: Option<f32>,
+) -> Result<(usize, LabelRule), String> {
+    let index = decider
+        .labels()
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(label))
+        .ok_or_else(|| format!("unknown label `{label}`"))?;
+    let mut rule = decider.rules()[index];
+    rule.on = on.unwrap_or(rule.on);
+    rule.off = off.unwrap_or(rule.off);
+    if rule.off > rule.on {
+        return Err(format!("off {} above on {}: expected off <= on", rule.off, rule.on));
+    }
+    decider.set_rule(index, rule);
+    Ok((index, rule))
+}
+
+/// Indices of the labels `scores`/`watch` show: all when few, else the best [`MAX_SCORES_SHOWN`].
+pub fn shown_labels(scores: impl Iterator<Item = f32>, into: &mut Vec<(usize, f32)>) {
+    into.clear();
+    into.extend(scores.enumerate());
+    if into.len() > MAX_SCORES_SHOWN {
+        into.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        into.truncate(MAX_SCORES_SHOWN);
+    }
+}

@@ -1,0 +1,216 @@
+//! The decide thread: puts the workers' results back in frame order, decides,
+//! writes events to the sinks, a status line every period, and runs commands
+//! ([`super::Control`]) between frames.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::pools::DecideEnds;
+use super::threads::{Done, Dropped};
+use super::{Decisions, RunSummary, RunView};
+use crate::console::Request;
+use crate::decide::Event;
+use crate::protocol::{EventLine, StatusLine};
+use crate::stats::{Counters, LatencyRing, StageTimes};
+
+/// How long sinks get to write out what was decided once a stop is asked for.
+pub const FLUSH_BUDGET: Duration = Duration::from_millis(500);
+
+/// The decide thread's state.
+pub struct DecideLoop {
+    out: Decisions,
+    /// Results waiting for an earlier frame, at `seq % len`.
+    ring: Vec<Option<Done>>,
+    /// The next frame to decide.
+    next_seq: u64,
+    events: Vec<Event>,
+    latencies: LatencyRing,
+    counters: Counters,
+    stages: StageTimes,
+    first_decision_at: Option<Instant>,
+    last_decision: Option<Instant>,
+    first_decision: Option<Duration>,
+    started: Instant,
+    /// Frames decided and when, at the last status line (for its fps).
+    frames_at_status: (u64, Instant),
+    /// Frames the source thread lost, counted there.
+    source_dropped: Arc<AtomicU64>,
+}
+
+impl DecideLoop {
+    /// A loop deciding into `out`, with a reorder ring of `ring` slots (the score pool's size).
+    pub fn new(out: Decisions, ring: usize, started: Instant, source_dropped: Arc<AtomicU64>) -> DecideLoop {
+        let labels = out.decider.labels().len();
+        DecideLoop {
+            out,
+            ring: (0..ring).map(|_| None).collect(),
+            next_seq: 0,
+            events: Vec::with_capacity(labels),
+            latencies: LatencyRing::default(),
+            counters: Counters::default(),
+            stages: StageTimes::default(),
+            first_decision_at: None,
+            last_decision: None,
+            first_decision: None,
+            started,
+            frames_at_status: (0, Instant::now()),
+            source_dropped,
+        }
+    }
+
+    /// Decide until every worker has finished (the `done` channel closes); then a
+    /// final status line and the sinks flushed.
+    pub fn run(mut self, ends: DecideEnds) -> RunSummary {
+        // The control's channel (cloned, so that deciding can borrow the loop), or one that never delivers.
+        let requests: Receiver<Request> =
+            self.out.control.as_ref().map_or_else(crossbeam_channel::never, |c| c.requests().clone());
+        let interval = self.out.status_interval;
+        let mut status_due = interval.map(|i| Instant::now() + i);
+        loop {
+            let wait = status_due.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
+            crossbeam_channel::select! {
+                recv(ends.done) -> done => match done {
+                    Ok(done) => {
+                        let slot = done.seq as usize % self.ring.len();
+                        debug_assert!(self.ring[slot].is_none(), "ring slot reused before decided");
+                        self.ring[slot] = Some(done);
+                        self.drain(&ends);
+                    }
+                    Err(_) => break,
+                },
+                recv(requests) -> request => {
+                    if let Ok(request) = request {
+                        self.handle(request);
+                    }
+                },
+                default(wait) => {},
+            }
+            if let (Some(due), Some(interval)) = (status_due, interval)
+                && Instant::now() >= due
+            {
+                self.emit_status();
+                status_due = Some(due + interval);
+            }
+        }
+        if interval.is_some() {
+            self.emit_status();
+        }
+        for sink in &mut self.out.sinks {
+            sink.flush(FLUSH_BUDGET);
+        }
+        self.counters.dropped_source = self.source_dropped.load(Ordering::Relaxed);
+        let busy = match (self.first_decision_at, self.last_decision) {
+            (Some(a), Some(b)) => b - a,
+            _ => Duration::ZERO,
+        };
+        RunSummary {
+            counters: self.counters,
+            stages: self.stages,
+            busy,
+            first_decision: self.first_decision,
+            decider: self.out.decider,
+        }
+    }
+
+    /// Decide every result that is next in sequence.
+    fn drain(&mut self, ends: &DecideEnds) {
+        loop {
+            let slot = self.next_seq as usize % self.ring.len();
+            let Some(mut done) = self.ring[slot].take() else { return };
+            self.next_seq += 1;
+            match done.result {
+                Ok(()) => {
+                    self.decide(&mut done);
+                    self.out.health.engine_failing.store(false, Ordering::Relaxed);
+                }
+                Err(Dropped::Corrupt) => self.counters.dropped_corrupt += 1,
+                Err(Dropped::Engine) => {
+                    self.counters.dropped_engine += 1;
+                    self.out.health.engine_failing.store(true, Ordering::Relaxed);
+                }
+                Err(Dropped::Stopping) => {}
+            }
+            let _ = ends.free_scores.send(done.scores);
+        }
+    }
+
+    /// Decide one scored frame and write its events.
+    fn decide(&mut self, done: &mut Done) {
+        let out = &mut self.out;
+        let t0 = Instant::now();
+        self.events.clear();
+        out.decider.update(done.seq, done.t_ms, &done.scores, &mut self.events);
+        let t1 = Instant::now();
+        for e in &self.events {
+            let line = EventLine {
+                seq: e.seq,
+                t_ms: e.t_ms,
+                label: &out.decider.labels()[e.label],
+                label_index: e.label,
+                on: e.on,
+                score: e.score,
+            };
+            for sink in out.sinks.iter_mut() {
+                sink.event(&line);
+            }
+        }
+        if let Some(c) = out.control.as_mut() {
+            c.decided(done.seq, &out.decider);
+        }
+        done.times.decide = t1 - t0;
+        done.times.emit = t1.elapsed();
+        self.counters.decided += 1;
+        self.counters.events += self.events.len() as u64;
+        self.stages.add(&done.times);
+        self.latencies.push(done.times.infer.as_secs_f32() * 1000.0);
+        self.first_decision.get_or_insert_with(|| self.started.elapsed());
+        self.first_decision_at.get_or_insert(t1);
+        self.last_decision = Some(t1);
+        out.health.frames.store(self.counters.decided, Ordering::Relaxed);
+    }
+
+    /// The status line as of now; `fps` over the period since the last status line.
+    fn status_line<'l>(&mut self, labels_on: &'l [&'l str]) -> StatusLine<'l> {
+        self.counters.dropped_source = self.source_dropped.load(Ordering::Relaxed);
+        let fps = (self.counters.decided - self.frames_at_status.0) as f64
+            / self.frames_at_status.1.elapsed().as_secs_f64().max(1e-9);
+        // Rounded: a status line is for people and dashboards, not for timing analysis.
+        let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+        let health = &self.out.health;
+        StatusLine {
+            uptime_s: round(self.started.elapsed().as_secs_f64(), 1),
+            frames: self.counters.decided,
+            fps: round(fps, 2),
+            infer_ms_p50: round(self.latencies.quantile(0.5), 2),
+            infer_ms_p99: round(self.latencies.quantile(0.99), 2),
+            dropped: self.counters.dropped(),
+            source: if health.source_lost.load(Ordering::Relaxed) { "lost" } else { "ok" },
+            outages: health.source_outages.load(Ordering::Relaxed),
+            labels_on,
+        }
+    }
+
+    fn emit_status(&mut self) {
+        let labels = Arc::clone(self.out.decider.labels());
+        let labels_on: Vec<&str> = self.out.decider.on_labels().map(|i| labels[i].as_str()).collect();
+        let status = self.status_line(&labels_on);
+        self.frames_at_status = (self.counters.decided, Instant::now());
+        for sink in self.out.sinks.iter_mut() {
+            sink.status(&status);
+        }
+    }
+
+    /// Run one command between two frames.
+    fn handle(&mut self, request: Request) {
+        let labels = Arc::clone(self.out.decider.labels());
+        let labels_on: Vec<&str> = self.out.decider.on_labels().map(|i| labels[i].as_str()).collect();
+        let status = self.status_line(&labels_on);
+        let view = RunView { status: &status, next_seq: self.next_seq };
+        if let Some(c) = self.out.control.as_mut() {
+            c.handle(request, &mut self.out.decider, &view);
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Runs the stages on threads.
+//!
+//! ```text
+//! source ──Frame──▶ prepare ──Job──▶ infer-0..N ──Done──▶ decide (caller's thread) ──▶ sinks
+//!   ▲                 │  ▲             │  ▲                   │      ▲
+//!   └── free Frames ──┘  └─ free input ┘  └─ free score bufs ─┘      └── commands (Control)
+//! ```
+//! [`run`] is the whole life of a run, in parts a reader can take one at a time:
+//! - [`pools`]: the fixed pools of frames, input tensors and score buffers, and
+//!   the channel ends each thread holds; a warm pipeline allocates none.
+//! - [`threads`]: the source thread, one `prepare` thread (decode, resize,
+//!   normalise while the workers infer), and the inference workers. Jobs leave
+//!   `prepare` in sequence order (a dropped frame travels on as a marker).
+//! - [`decide_loop`]: on the caller's thread, results are put back in frame
+//!   order in a ring before deciding, so decisions are made in frame order
+//!   whatever the number of workers. A worker takes a score buffer *before* it
+//!   takes a job, which bounds how far results can run ahead of the oldest
+//!   undecided frame (and so the ring) by the score pool's size.
+//!
+//! Data flows one way. The only thing that acts back on the decide stage is a
+//! [`Control`] (the console), whose requests the decide loop runs between frames.
+
+pub mod decide_loop;
+pub mod pools;
+pub mod threads;
+
+pub use decide_loop::FLUSH_BUDGET;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::bundle::InputSpec;
+use crate::console::Request;
+use crate::decide::Decider;
+use crate::engine::{EngineError, InferenceEngine, InferenceWorker};
+use crate::protocol::StatusLine;
+use crate::sink::Sink;
+use crate::source::FrameSource;
+use crate::stats::{Counters, Health, StageTimes};
+use crate::stop::StopFlag;
+use decide_loop::DecideLoop;
+use pools::{PoolSizes, Pools};
+
+/// The model side of a run: the engine, the input it takes, and how many
+/// workers run it at once.
+#[derive(Clone)]
+pub struct Model {
+    /// The loaded model.
+    pub engine: Arc<dyn InferenceEngine>,
+    /// Its input spec (for the preprocessor).
+    pub input: InputSpec,
+    /// Inference workers (threads), each running one frame at a time.
+    pub workers: usize,
+}
+
+/// The decide side of a run, owned by the decide loop.
+pub struct Decisions {
+    /// Per-label rules and states.
+    pub decider: Decider,
+    /// Where events and status lines go.
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// Period of the status line; `None` for none.
+    pub status_interval: Option<Duration>,
+    /// Commands run between frames (the console), if any.
+    pub control: Option<Box<dyn Control>>,
+    /// Live health, for heartbeat and fault outputs (updated per frame).
+    pub health: Arc<Health>,
+}
+
+/// The run as the decide thread sees it when a command arrives.
+pub struct RunView<'a> {
+    /// The status as of now.
+    pub status: &'a StatusLine<'a>,
+    /// The next frame to be decided: a change made now applies from it.
+    pub next_seq: u64,
+}
+
+/// Something that acts on the decide stage between frames: the console
+/// ([`crate::console::Console`]). The pipeline only waits on its requests and
+/// hands it the decider when one arrives, so it knows no transport.
+pub trait Control: Send {
+    /// Requests waiting to be run; the decide loop waits on them as on results.
+    fn requests(&self) -> &Receiver<Request>;
+    /// Run one request against `decider`.
+    fn handle(&mut self, request: Request, decider: &mut Decider, run: &RunView<'_>);
+    /// Frame `seq` was just decided (for streamed scores).
+    fn decided(&mut self, seq: u64, decider: &Decider);
+}
+
+/// What a run did, for the caller and the benchmark.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Frame counters.
+    pub counters: Counters,
+    /// Sum of per-stage times over all decided frames.
+    pub stages: StageTimes,
+    /// From the first decision to the last: `busy / (decided - 1)` is the
+    /// steady-state time per frame, free of model loading and warm-up.
+    pub busy: Duration,
+    /// From `started` to the first decision.
+    pub first_decision: Option<Duration>,
+    /// Final decide state (rules and label states).
+    pub decider: Decider,
+}
+
+/// Run frames from `source` through `model` into `decisions` until the source
+/// ends or `stop` is raised; then flush the sinks. Times (frame `t_ms`, uptime)
+/// count from `started`. Fails only if the model's workers cannot be made.
+pub fn run(
+    mut source: Box<dyn FrameSource>,
+    model: &Model,
+    decisions: Decisions,
+    stop: &StopFlag,
+    started: Instant,
+) -> Result<RunSummary, EngineError> {
+    let sizes = PoolSizes::for_workers(model.workers);
+    let pools = Pools::new(sizes, model.engine.as_ref(), decisions.decider.labels().len())?;
+    let workers: Vec<Box<dyn InferenceWorker>> =
+        (0..model.workers.max(1)).map(|_| model.engine.new_worker()).collect::<Result<_, _>>()?;
+    let source_dropped = Arc::new(AtomicU64::new(0));
+    let decide = DecideLoop::new(decisions, sizes.scores, started, Arc::clone(&source_dropped));
+    Ok(std::thread::scope(|scope| {
+        threads::spawn_source(scope, source.as_mut(), pools.source, stop.clone(), source_dropped);
+        threads::spawn_prepare(scope, &model.input, pools.prepare, stop.clone());
+        threads::spawn_workers(scope, workers, pools.worker, stop.clone());
+        decide.run(pools.decide)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline's own guarantees, with a stand-in engine whose latency varies
+    //! per frame (so that workers finish out of order): decisions in frame order,
+    //! drops counted in order, a stop that ends the run.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::bundle::{Channels, DType, Layout};
+    use crate::decide::LabelRule;
+    use crate::engine::InputTensor;
+    use crate::frame::{Frame, PixelFormat};
+    use crate::source::Next;
+
+    const SIDE: u32 = 4;
+
+    fn spec() -> InputSpec {
+        InputSpec {
+            width: SIDE,
+            height: SIDE,
+            channels: Channels::Grey,
+            layout: Layout::Nchw,
+            dtype: DType::F32,
+            scale: 1.0 / 255.0,
+            mean: vec![],
+            std: vec![],
+        }
+    }
+
+    /// Grey frames whose pixels all hold the frame's index mod 256; every
+    /// `corrupt_every`-th frame has the wrong size; `None` frames means endless.
+    struct Counting {
+        next: u64,
+        frames: Option<u64>,
+        corrupt_every: u64,
+    }
+
+    impl FrameSource for Counting {
+        fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
+            if stop.is_stopped() {
+                return Next::Stopped;
+            }
+            if self.frames.is_some_and(|n| self.next == n) {
+                return Next::End;
+            }
+            let i = self.next;
+            self.next += 1;
+            let side =
+                if self.corrupt_every > 0 && i % self.corrupt_every == self.corrupt_every - 1 { 3 } else { SIDE };
+            frame.format = PixelFormat::Grey;
+            (frame.width, frame.height) = (SIDE, SIDE);
+            frame.data.clear();
+            frame.data.resize((side * side) as usize, (i % 256) as u8);
+            Next::Frame
+        }
+
+        fn describe(&self) -> String {
+            "counting frames".into()
+        }
+    }
+
+    /// Scores a frame with its pixel value / 255; sleeps 0–4 ms, varying per call,
+    /// so that several workers finish out of order; fails on frames whose value is `fail_on`.
+    struct Shuffling {
+        calls: Arc<AtomicUsize>,
+        fail_on: Option<u8>,
+    }
+
+    struct ShufflingWorker {
+        calls: Arc<AtomicUsize>,
+        fail_on: Option<u8>,
+    }
+
+    impl InferenceEngine for Shuffling {
+        fn new_worker(&self) -> Result<Box<dyn InferenceWorker>, EngineError> {
+            Ok(Box::new(ShufflingWorker { calls: Arc::clone(&self.calls), fail_on: self.fail_on }))
+        }
+
+        fn new_input(&self) -> Result<InputTensor, EngineError> {
+            InputTensor::zeros(&[1, 1, SIDE as usize, SIDE as usize])
+        }
+
+        fn describe(&self) -> String {
+            "shuffling stand-in".into()
+        }
+    }
+
+    impl InferenceWorker for ShufflingWorker {
+        fn infer(&mut self, input: &mut InputTensor, scores: &mut [f32]) -> Result<(), EngineError> {
+            let k = self.calls.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(((k * 7919) % 5) as u64 * 1000));
+            let value = input.as_slice()[0];
+            if self.fail_on.is_some_and(|f| (value * 255.0).round() as u8 == f) {
+                return Err(EngineError::Run("stand-in failure".into()));
+            }
+            scores[0] = value;
+            Ok(())
+        }
+    }
+
+    /// Records the order in which frames were decided, and the score of each.
+    struct Recorder {
+        decided: Arc<Mutex<Vec<(u64, f32)>>>,
+        requests: Receiver<Request>,
+    }
+
+    impl Control for Recorder {
+        fn requests(&self) -> &Receiver<Request> {
+            &self.requests
+        }
+
+        fn handle(&mut self, _request: Request, _decider: &mut Decider, _run: &RunView<'_>) {}
+
+        fn decided(&mut self, seq: u64, decider: &Decider) {
+            self.decided.lock().unwrap().push((seq, decider.states()[0].last_score));
+        }
+    }
+
+    fn run_counting(
+        source: Counting,
+        workers: usize,
+        fail_on: Option<u8>,
+        stop: &StopFlag,
+    ) -> (RunSummary, Vec<(u64, f32)>, Arc<Health>) {
+        let model = Model { engine: Arc::new(Shuffling { calls: Arc::default(), fail_on }), input: spec(), workers };
+        let decided = Arc::new(Mutex::new(Vec::new()));
+        let health = Arc::new(Health::default());
+        let rule = LabelRule { on: 0.5, off: 0.4, min_frames: 1, window: 1, hold_ms: 0 };
+        let decisions = Decisions {
+            decider: Decider::new(vec!["x".to_string()].into(), vec![rule]),
+            sinks: Vec::new(),
+            status_interval: None,
+            control: Some(Box::new(Recorder { decided: Arc::clone(&decided), requests: crossbeam_channel::never() })),
+            health: Arc::clone(&health),
+        };
+        let summary = run(Box::new(source), &model, decisions, stop, Instant::now()).expect("run");
+        let decided = decided.lock().unwrap().clone();
+        (summary, decided, health)
+    }
+
+    #[test]
+    fn decisions_come_in_frame_order_whatever_order_workers_finish_in() {
+        let frames = 300;
+        let (summary, decided, _) =
+            run_counting(Counting { next: 0, frames: Some(frames), corrupt_every: 0 }, 4, None, &StopFlag::new());
+        assert_eq!(summary.counters.decided, frames);
+        let seqs: Vec<u64> = decided.iter().map(|d| d.0).collect();
+        assert_eq!(seqs, (0..frames).collect::<Vec<_>>());
+        // Each decision used its own frame's scores, not a neighbour's.
+        for (seq, score) in decided {
+            assert_eq!((score * 255.0).round() as u64, seq % 256, "frame {seq}");
+        }
+    }
+
+    #[test]
+    fn corrupt_and_failed_frames_are_counted_and_skipped_in_order() {
+        let frames = 200;
+        // Every 7th frame has the wrong size; frames whose pixel value is 100 fail in the engine.
+        let source = Counting { next: 0, frames: Some(frames), corrupt_every: 7 };
+        let (summary, decided, health) = run_counting(source, 3, Some(100), &StopFlag::new());
+        let corrupt = (0..frames).filter(|i| i % 7 == 6).count() as u64;
+        let failed = (0..frames).filter(|i| i % 7 != 6 && i % 256 == 100).count() as u64;
+        assert_eq!(summary.counters.dropped_corrupt, corrupt);
+        assert_eq!(summary.counters.dropped_engine, failed);
+        assert_eq!(summary.counters.decided, frames - corrupt - failed);
+        let seqs: Vec<u64> = decided.iter().map(|d| d.0).collect();
+        let expected: Vec<u64> = (0..frames).filter(|i| i % 7 != 6 && i % 256 != 100).collect();
+        assert_eq!(seqs, expected);
+        assert!(!health.engine_failing.load(Ordering::Relaxed), "a good frame after the failure clears it");
+        assert_eq!(health.frames.load(Ordering::Relaxed), summary.counters.decided);
+    }
+
+    #[test]
+    fn a_stop_ends_an_endless_run() {
+        let stop = StopFlag::new();
+        let raiser = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                stop.stop();
+            })
+        };
+        let t0 = Instant::now();
+        let (summary, decided, _) = run_counting(Counting { next: 0, frames: None, corrupt_every: 0 }, 2, None, &stop);
+        raiser.join().unwrap();
+        assert!(summary.counters.decided > 0, "frames were decided before the stop");
+        // A hang bound, not a speed claim: without the stop this run never ends.
+        assert!(t0.elapsed() < Duration::from_secs(10), "stopped after {:?}", t0.elapsed());
+        let seqs: Vec<u64> = decided.iter().map(|d| d.0).collect();
+        assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "in order up to the stop");
+    }
+}

@@ -1,0 +1,191 @@
+//! The pipeline's producer threads: the source, `prepare` and the inference
+//! workers. Each is one loop over its channel ends ([`super::pools`]); each
+//! ends when its input channel closes or its output's receiver is gone, so the
+//! whole pipeline winds down from the source's end (or a stop) without a
+//! special shutdown message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::{Duration, Instant};
+
+use super::pools::{PrepareEnds, SourceEnds, WorkerEnds};
+use crate::bundle::InputSpec;
+use crate::engine::{InferenceWorker, InputTensor};
+use crate::preprocess::Preprocessor;
+use crate::source::{FrameSource, Next};
+use crate::stats::StageTimes;
+use crate::stop::StopFlag;
+use crate::util::LogLimiter;
+
+/// Why a frame produced no scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// It could not be decoded, or had the wrong size.
+    Corrupt,
+    /// Inference failed on it.
+    Engine,
+    /// Not processed because a stop was asked for; not counted as a drop.
+    Stopping,
+}
+
+/// A frame ready for a worker (or the news that it was dropped), in sequence order.
+pub enum Job {
+    /// The frame's tensor, filled.
+    Ready {
+        /// Frame sequence number.
+        seq: u64,
+        /// Capture time, ms since the run started.
+        t_ms: u64,
+        /// The filled input tensor.
+        input: InputTensor,
+        /// Decode and prepare times so far.
+        times: StageTimes,
+    },
+    /// The frame was dropped before inference.
+    Dropped {
+        /// Frame sequence number.
+        seq: u64,
+        /// Capture time.
+        t_ms: u64,
+        /// Why.
+        why: Dropped,
+    },
+}
+
+/// One frame's result, travelling from a worker to the decide thread.
+pub struct Done {
+    /// Frame sequence number.
+    pub seq: u64,
+    /// Capture time.
+    pub t_ms: u64,
+    /// One score per label (valid when `result` is `Ok`).
+    pub scores: Vec<f32>,
+    /// Whether the frame was scored.
+    pub result: Result<(), Dropped>,
+    /// Per-stage times.
+    pub times: StageTimes,
+}
+
+/// How often a thread may log the same kind of per-frame failure.
+const LOG_PERIOD: Duration = Duration::from_secs(5);
+
+/// The source thread: fill free frames from `source`, number them, send them on.
+/// Frames the source lost are counted in `dropped`.
+pub fn spawn_source<'s>(
+    scope: &'s Scope<'s, '_>,
+    source: &'s mut dyn FrameSource,
+    ends: SourceEnds,
+    stop: StopFlag,
+    dropped: Arc<AtomicU64>,
+) -> ScopedJoinHandle<'s, ()> {
+    std::thread::Builder::new()
+        .name("source".into())
+        .spawn_scoped(scope, move || {
+            let mut seq = 0u64;
+            while let Ok(mut frame) = ends.free_frames.recv() {
+                loop {
+                    match source.next_frame(&mut frame, &stop) {
+                        Next::Frame => break,
+                        Next::Dropped => {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Next::End | Next::Stopped => return,
+                    }
+                }
+                frame.seq = seq;
+                seq += 1;
+                if ends.frames.send(frame).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn source thread")
+}
+
+/// The `prepare` thread: turn each frame into a free input tensor and send a
+/// [`Job`] on, in sequence order; a corrupt frame travels on as `Job::Dropped`.
+pub fn spawn_prepare<'s>(
+    scope: &'s Scope<'s, '_>,
+    input: &'s InputSpec,
+    ends: PrepareEnds,
+    stop: StopFlag,
+) -> ScopedJoinHandle<'s, ()> {
+    std::thread::Builder::new()
+        .name("prepare".into())
+        .spawn_scoped(scope, move || {
+            let mut pre = Preprocessor::new(input);
+            let mut corrupt_log = LogLimiter::new(LOG_PERIOD);
+            while let Ok(frame) = ends.frames.recv() {
+                let (seq, t_ms) = (frame.seq, frame.t_ms);
+                let job = if stop.is_stopped() {
+                    Job::Dropped { seq, t_ms, why: Dropped::Stopping }
+                } else {
+                    let Ok(mut tensor) = ends.free_inputs.recv() else { return };
+                    match pre.run(&frame, tensor.as_mut_slice()) {
+                        Ok(pt) => {
+                            let times = StageTimes { decode: pt.decode, prepare: pt.prepare, ..StageTimes::default() };
+                            Job::Ready { seq, t_ms, input: tensor, times }
+                        }
+                        Err(e) => {
+                            corrupt_log.warn(format_args!("frame {seq} ({}) dropped: {e}", frame.origin_display()));
+                            let _ = ends.return_input.send(tensor);
+                            Job::Dropped { seq, t_ms, why: Dropped::Corrupt }
+                        }
+                    }
+                };
+                let _ = ends.free_frames.send(frame);
+                if ends.jobs.send(job).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn prepare thread")
+}
+
+/// One inference worker thread per `workers` entry: take a score buffer, then a
+/// job; run the model into the buffer; send the result on.
+pub fn spawn_workers<'s>(
+    scope: &'s Scope<'s, '_>,
+    workers: Vec<Box<dyn InferenceWorker>>,
+    ends: WorkerEnds,
+    stop: StopFlag,
+) {
+    for (i, mut worker) in workers.into_iter().enumerate() {
+        let (ends, stop) = (ends.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("infer-{i}"))
+            .spawn_scoped(scope, move || {
+                let mut engine_log = LogLimiter::new(LOG_PERIOD);
+                // Take a score buffer before a job: at most the score pool's size of results
+                // can then be undecided, which is what bounds the decide thread's reorder ring.
+                while let Ok(mut scores) = ends.free_scores.recv() {
+                    let Ok(job) = ends.jobs.recv() else { return };
+                    let done = match job {
+                        Job::Dropped { seq, t_ms, why } => {
+                            Done { seq, t_ms, scores, result: Err(why), times: StageTimes::default() }
+                        }
+                        Job::Ready { seq, t_ms, mut input, mut times } => {
+                            let result = if stop.is_stopped() {
+                                Err(Dropped::Stopping)
+                            } else {
+                                let t0 = Instant::now();
+                                let r = worker.infer(&mut input, &mut scores);
+                                times.infer = t0.elapsed();
+                                r.map_err(|e| {
+                                    engine_log.warn(format_args!("frame {seq} dropped: {e}"));
+                                    Dropped::Engine
+                                })
+                            };
+                            let _ = ends.free_inputs.send(input);
+                            Done { seq, t_ms, scores, result, times }
+                        }
+                    };
+                    if ends.done.send(done).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn inference worker");
+    }
+}

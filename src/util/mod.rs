@@ -1,0 +1,10 @@
+//! Small helpers that several stages share and none owns: reconnect backoff,
+//! rate-limited warnings, and atomic file replacement.
+
+pub mod atomic_write;
+pub mod backoff;
+pub mod log_limit;
+
+pub use atomic_write::{Written, write_atomically};
+pub use backoff::Backoff;
+pub use log_limit::LogLimiter;

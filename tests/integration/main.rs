@@ -1,0 +1,15 @@
+//! vigil's integration tests, in one binary so that it links tract once: a
+//! module per area. (The allocation-counting test is its own binary,
+//! `tests/alloc.rs`: its global allocator would count every test's threads.)
+
+mod common;
+
+mod boards;
+mod bundles;
+mod camera;
+mod daemon;
+mod decide;
+mod emulated_board;
+mod eval;
+mod gpio;
+mod model;
