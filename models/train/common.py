@@ -44,25 +44,71 @@ def normalise(u8: np.ndarray, mean: float, std: float) -> np.ndarray:
     return x[:, None]
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Label-preserving augmentation of a normalised batch [B,1,H,W]: horizontal / vertical flips,
-    shifts of up to 1/16 of the size (reflect padding) and a small gain/offset jitter (EL
-    images differ in exposure)."""
-    b, _, h, w = x.shape
-    out = x.clone()
-    f = torch.rand(b, generator=gen) < 0.5
-    out[f] = out[f].flip(3)
-    f = torch.rand(b, generator=gen) < 0.5
-    out[f] = out[f].flip(2)
-    pad = max(1, h // 16)
-    padded = torch.nn.functional.pad(out, (pad, pad, pad, pad), mode="reflect")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    for i in range(b):
-        out[i] = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-    gain = 1.0 + 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
-    offset = 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
-    return out * gain + offset
+class Augment:
+    """Label-preserving augmentation of a normalised batch [B,C,H,W], one switch per transform.
+
+    Transforms, applied in this order, each drawing random numbers from the generator only when it
+    is switched on (so a pipeline that switches transforms off keeps its exact random stream):
+      hflip / vflip   flip with probability 1/2 each
+      shift           translate by up to `shift` x size (reflect padding; at least 1 pixel)
+      gain, offset    x * (1 +- gain) +- offset (exposure differences between cameras / EL setups)
+      rotate_deg      rotation by U(-r, r) degrees (bilinear, reflect-padded), with probability 1/2
+      contrast        (x - mean) * (1 +- contrast) + mean per image
+      blur_p          a 3x3 binomial blur with probability blur_p (focus / motion differences)
+    """
+
+    def __init__(self, hflip=True, vflip=True, shift=1 / 16, gain=0.1, offset=0.1, rotate_deg=0.0,
+                 contrast=0.0, blur_p=0.0):
+        self.hflip, self.vflip, self.shift, self.gain, self.offset = hflip, vflip, shift, gain, offset
+        self.rotate_deg, self.contrast, self.blur_p = rotate_deg, contrast, blur_p
+
+    def describe(self) -> dict:
+        return dict(vars(self))
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        out = x.clone()
+        for on, dim in ((self.hflip, 3), (self.vflip, 2)):
+            if on:
+                f = torch.rand(b, generator=gen) < 0.5
+                out[f] = out[f].flip(dim)
+        if self.shift:
+            pad = max(1, int(h * self.shift))
+            padded = torch.nn.functional.pad(out, (pad, pad, pad, pad), mode="reflect")
+            dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+            dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+            for i in range(b):
+                out[i] = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+        if self.gain or self.offset:
+            gain = 1.0 + self.gain * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
+            offset = self.offset * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
+            out = out * gain + offset
+        if self.rotate_deg:
+            on = (torch.rand(b, generator=gen) < 0.5).float()
+            a = torch.deg2rad(self.rotate_deg * (2 * torch.rand(b, generator=gen) - 1)) * on
+            cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros(b)
+            theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+            grid = torch.nn.functional.affine_grid(theta, list(out.shape), align_corners=False)
+            out = torch.nn.functional.grid_sample(out, grid, mode="bilinear", padding_mode="reflection",
+                                                  align_corners=False)
+        if self.contrast:
+            c = 1.0 + self.contrast * (2 * torch.rand(b, 1, 1, 1, generator=gen) - 1)
+            m = out.mean(dim=(1, 2, 3), keepdim=True)
+            out = (out - m) * c + m
+        if self.blur_p:
+            f = torch.rand(b, generator=gen) < self.blur_p
+            if f.any():
+                k = torch.tensor([1.0, 2.0, 1.0])
+                k = (k[:, None] * k[None, :] / 16).expand(out.shape[1], 1, 3, 3)
+                blurred = torch.nn.functional.conv2d(
+                    torch.nn.functional.pad(out[f], (1, 1, 1, 1), mode="reflect"), k, groups=out.shape[1])
+                out[f] = blurred
+        return out
+
+
+# The elpv pipeline's original augmentation (flips, shifts up to 1/16, gain/offset +-0.1); the
+# default of train_loop.
+augment = Augment()
 
 
 def pos_weight(y: np.ndarray) -> torch.Tensor:
@@ -125,17 +171,54 @@ def write_json(path: Path, obj):
     path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
-def train_loop(model, x_tr, y_tr, x_val, y_val, loss_fn, epochs, lr, batch, seed, labels, ckpt, soft=None,
-               augment_fn=augment):
-    """AdamW + one-cycle cosine; keeps the weights with the best validation mAP in `ckpt`.
+def distillation_loss(pos_weight: torch.Tensor, temperature: float, alpha: float):
+    """loss_fn(z, y, soft) = (1 - alpha) * BCE(z, y; pos_weight) + alpha * T^2 * BCE(sigmoid(z/T), soft).
 
-    loss_fn(logits, y, soft_batch_or_None) -> scalar; augment_fn(batch, generator) -> batch (label-preserving).
-    mAP is the mean over labels with an AP (labels without validation positives are skipped)."""
+    y: the training targets (hard multi-hot, or soft values in [0, 1] such as an ordinal expert
+    probability); soft: the teacher's targets already at temperature T, sigmoid(z_t / T). With
+    alpha = 0 the KD term is skipped (soft may then be None)."""
+    bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    T, a = temperature, alpha
+
+    def loss_fn(z, yb, sb):
+        hard = bce(z, yb)
+        if a == 0:
+            return hard
+        kd = nn.functional.binary_cross_entropy_with_logits(z / T, sb) * T * T
+        return (1 - a) * hard + a * kd
+
+    return loss_fn
+
+
+def train_loop(model, x_tr, y_tr, x_val, y_val, loss_fn, epochs, lr, batch, seed, labels, ckpt, soft=None,
+               augment_fn=augment, select="map", ema=0.0, weight_decay=1e-4, pct_start=0.15):
+    """AdamW + one-cycle cosine; keeps the weights with the best validation score in `ckpt`.
+
+    loss_fn(logits, y, soft_batch_or_None) -> scalar; augment_fn(batch, generator) -> batch
+    (label-preserving); y_tr may hold soft targets, y_val must be {0,1}. select: "map" (mean AP
+    over the labels with an AP), "accuracy" (label 0 at 0.5, ties broken by mAP) or a function of
+    `metrics(...)`'s dict. ema > 0 keeps an exponential moving average of the weights (decay per
+    step) and evaluates / saves that instead of the raw weights: steadier on small data sets.
+    History rows: epoch, loss, val_map, val_acc_<first label> (at 0.5), seconds."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(x_tr) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    best, history = -1.0, []
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=pct_start)
+    if select == "map":
+        score = lambda m: m["map"]
+    elif select == "accuracy":
+        score = lambda m: m["accuracy_defective"] + 1e-3 * m["map"]
+    else:
+        score = select
+    shadow = None
+    if ema:
+        import copy
+
+        shadow = copy.deepcopy(model).eval()
+        for q in shadow.parameters():
+            q.requires_grad_(False)
+    acc_key = f"val_acc_{labels[0]}"
+    best, history = -float("inf"), []
     for ep in range(epochs):
         model.train()
         t0 = time.time()
@@ -153,17 +236,24 @@ def train_loop(model, x_tr, y_tr, x_val, y_val, loss_fn, epochs, lr, batch, seed
             loss.backward()
             opt.step()
             sched.step()
+            if shadow is not None:
+                with torch.no_grad():
+                    for e, q in zip(shadow.parameters(), model.parameters()):
+                        e.mul_(ema).add_(q.detach(), alpha=1 - ema)
+                    for e, q in zip(shadow.buffers(), model.buffers()):
+                        e.copy_(q)
             tot += loss.item() * len(idx)
             n += len(idx)
-        pv = sigmoid(predict(model, x_val))
+        judged = shadow if shadow is not None else model
+        pv = sigmoid(predict(judged, x_val))
         m = metrics(y_val, pv, [0.5] * len(labels), labels)
         history.append({"epoch": ep + 1, "loss": round(tot / max(n, 1), 4), "val_map": m["map"],
-                        "val_acc_defective": m["accuracy_defective"], "seconds": round(time.time() - t0, 1)})
+                        acc_key: m["accuracy_defective"], "seconds": round(time.time() - t0, 1)})
         log(f"epoch {ep + 1}/{epochs} loss {tot / max(n, 1):.4f} val mAP {m['map']:.4f} "
-            f"acc(def) {m['accuracy_defective']:.4f} ap {m['ap']} ({time.time() - t0:.0f}s)")
-        if m["map"] > best:
-            best = m["map"]
-            torch.save(model.state_dict(), ckpt)
+            f"acc({labels[0]}) {m['accuracy_defective']:.4f} ap {m['ap']} ({time.time() - t0:.0f}s)")
+        if score(m) > best:
+            best = score(m)
+            torch.save(judged.state_dict(), ckpt)
     model.load_state_dict(torch.load(ckpt, weights_only=True))
     return history
 
@@ -253,6 +343,40 @@ def export_onnx(model: nn.Module, size: int, path, n_out: int, in_ch: int = 1):
     ops = sorted({n.op_type for n in m.graph.node})
     assert "BatchNormalization" not in ops, ops
     log("fp32 ONNX ops:", ops)
+
+
+def finish_student(model: Student, x: np.ndarray, val_idx, test_idx, onnx_path, logits_path, n_labels: int,
+                   size: int, in_ch: int = 1) -> nn.Module:
+    """The end of every student script: fold BN (checked not to change the function), save the
+    folded model's validation / test logits to `logits_path` (keys "val", "test"; the bundle step
+    checks onnxruntime against them) and export the fixed-shape ONNX. Returns the folded model."""
+    f = fused(model)
+    with torch.no_grad():
+        xb = torch.from_numpy(x[val_idx[:16]])
+        diff = float((f(xb) - model.eval()(xb)).abs().max())
+    log(f"BN fold max |diff| {diff:.2e}")
+    assert diff < 1e-3
+    np.savez(logits_path, val=predict(f, x[val_idx]), test=predict(f, x[test_idx]))
+    export_onnx(f, size, onnx_path, n_labels, in_ch=in_ch)
+    return f
+
+
+def student_summary(folded: nn.Module, size: int, widths, depths, head) -> dict:
+    """The network facts a student's history records (and the cards print)."""
+    return {"macs": macs(folded, size), "params": sum(q.numel() for q in folded.parameters()),
+            "widths": list(widths), "depths": list(depths), "head": head}
+
+
+def student_layout(s: dict, in_ch: int, n_labels: int) -> str:
+    """Human-readable layer list of a `Student` from its summary (widths, depths, head)."""
+    w, dp, head = s["widths"], s["depths"], s["head"]
+    stem = s.get("stem", 4)
+    parts = [f"{stem}x{stem}/s{stem} patchify stem {in_ch}->{w[0]}" + (f" + {dp[0]}x 3x3 {w[0]}" if dp[0] else "")]
+    for i in range(1, len(w)):
+        k = "1x1" if i == len(w) - 1 else "3x3"
+        parts.append(f"3x3/s2 {w[i - 1]}->{w[i]}" + (f" + {dp[i]}x {k} {w[i]}" if dp[i] else ""))
+    parts += [f"1x1 {w[-1]}->{head}", "global average pool", f"linear {head}->{n_labels}"]
+    return "; ".join(parts)
 
 
 # ---- INT8, thresholds, onnxruntime (bundle steps) ----

@@ -10,11 +10,16 @@ torch venv: tensorflow's pins conflict with it. Steps:
   2. `tf2onnx.convert --tfjs` at opset 13;
   3. print the graph's inputs/outputs.
 
-    python3 nanodet_to_onnx.py MODELS_DIR OUT.onnx     # MODELS_DIR holds nanodet.json / nanodet.bin
+    python3 nanodet_to_onnx.py MODELS_DIR OUT.onnx [NAME]   # MODELS_DIR holds NAME.json / NAME.bin
+                                                          # NAME: nanodet (default) or centernet
+
+The same steps convert human-models' CenterNet-MobileNetV3 (`centernet`: input [1,512,512,3] NHWC
+float 0-255, one output [1,100,6] = 100 x (box, score, class) decoded inside the graph, road_teachers.py);
+it needs `TopKV2`'s `index_type` patch.
 
 Graph (as converted): input `input_1` [1,3,416,416] float32 RGB / 255, NCHW; outputs: per-class
 score maps (sigmoid already applied) [1,2704,80] / [1,676,80] / [1,169,80] (strides 8/16/32) and the
-matching box-distribution maps [1,N,44]. road_data.py turns the score maps into image-level labels.
+matching box-distribution maps [1,N,44]. road_teachers.py turns the score maps into image-level labels.
 """
 
 import json
@@ -48,16 +53,17 @@ def patch(graph: dict) -> dict:
 
 def main():
     src, out = Path(sys.argv[1]), Path(sys.argv[2])
+    name = sys.argv[3] if len(sys.argv) > 3 else "nanodet"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        g = json.loads((src / "nanodet.json").read_text())
+        g = json.loads((src / f"{name}.json").read_text())
         counts = patch(g)
         print("patched nodes:", counts, flush=True)
-        (tmp / "nanodet.json").write_text(json.dumps(g))
+        (tmp / f"{name}.json").write_text(json.dumps(g))
         for m in g["weightsManifest"]:
             for p in m["paths"]:
                 shutil.copyfile(src / p, tmp / p)
-        subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tfjs", str(tmp / "nanodet.json"),
+        subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tfjs", str(tmp / f"{name}.json"),
                         "--output", str(out), "--opset", "13"], check=True)
     import onnx
 

@@ -21,11 +21,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 import common as C
 import elpv_data as D
-from common import DEPTHS, HEAD, WIDTHS, Student, fused, macs  # the network lives in common.py
+from common import DEPTHS, HEAD, WIDTHS, Student, macs  # the network lives in common.py
 
 
 def main():
@@ -56,34 +55,18 @@ def main():
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {args.size}px, "
           f"alpha {args.alpha} T {args.temperature}")
     pw = C.pos_weight(y[tr])
-    bce = nn.BCEWithLogitsLoss(pos_weight=pw)
     T, a = args.temperature, args.alpha
-
-    def loss_fn(z, yb, sb):
-        hard = bce(z, yb)
-        if a == 0:
-            return hard
-        kd = nn.functional.binary_cross_entropy_with_logits(z / T, sb) * T * T
-        return (1 - a) * hard + a * kd
+    loss_fn = C.distillation_loss(pw, T, a)
 
     t0 = time.time()
     hist = C.train_loop(model, x[tr], y[tr], x[va], y[va], loss_fn, args.epochs, args.lr, args.batch,
                         args.seed, D.LABELS, C.WORK / "student.pt", soft=soft)
     train_s = time.time() - t0
-    f = fused(model)
-    # folding must not change the function
-    with torch.no_grad():
-        xb = torch.from_numpy(x[va[:16]])
-        diff = float((f(xb) - model.eval()(xb)).abs().max())
-    C.log(f"BN fold max |diff| {diff:.2e}")
-    assert diff < 1e-3
-    np.savez(C.WORK / "student_logits.npz", val=C.predict(f, x[va]), test=C.predict(f, x[te]))
-    C.export_onnx(f, args.size, args.onnx, len(D.LABELS))
+    f = C.finish_student(model, x, va, te, args.onnx, C.WORK / "student_logits.npz", len(D.LABELS), args.size)
     C.write_json(C.WORK / "student_history.json", {
         "size": args.size, "epochs": args.epochs, "lr": args.lr, "batch": args.batch, "seed": args.seed,
         "alpha": a, "temperature": T, "mean": mean, "std": std, "pos_weight": pw.tolist(),
-        "macs": macs(f, args.size), "params": sum(p.numel() for p in f.parameters()),
-        "widths": list(WIDTHS), "depths": list(DEPTHS), "head": HEAD,
+        **C.student_summary(f, args.size, WIDTHS, DEPTHS, HEAD),
         "train_seconds": round(train_s), "history": hist})
 
 

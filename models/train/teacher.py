@@ -17,7 +17,7 @@ import torch.nn as nn
 import common as C
 import elpv_data as D
 
-Teacher = C.MobileNetV2Classifier  # lives in common.py (also used by mnv2_road.py)
+Teacher = C.MobileNetV2Classifier  # lives in common.py (also used by road_students.py)
 
 
 def main():

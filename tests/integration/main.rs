@@ -13,3 +13,4 @@ mod emulated_board;
 mod eval;
 mod gpio;
 mod model;
+mod road_scene;
