@@ -241,8 +241,8 @@ fn emulated_board_camera_gpio_and_serial() {
 
     // Boot: model loaded and camera open (the point where vigil tells systemd READY=1), then the
     // first decision: the model calls the colour bars defective on the first frame.
-    let ready =
-        board.console.wait("vigil's `source:` line (READY)", |l| l.contains("vigil::daemon] source: V4L2 /dev/video0"));
+    // Matched without the log target (the module path), which moves when the code does.
+    let ready = board.console.wait("vigil's `source:` line (READY)", |l| l.contains("] source: V4L2 /dev/video0"));
     let first = board.console.wait("the first event on stdout", |l| l.starts_with("{\"type\":\"event\""));
     let boot_to_ready = ready.at - board.started;
     let boot_to_first = first.at - board.started;
