@@ -24,6 +24,9 @@ use crate::tomlfile::{SettingsError, TomlFile};
 
 /// Largest encoded frame accepted before the stream is treated as garbage.
 pub const MAX_ENCODED_FRAME: usize = 16 << 20;
+/// Largest raw (or Y4M) frame a pipe source takes: 32 MiB holds a 4K RGB24 frame. The read
+/// buffer holds two frames, so this also bounds what a stream can make vigil allocate.
+pub const MAX_RAW_FRAME: usize = 32 << 20;
 const MAX_Y4M_LINE: usize = 512;
 
 /// What the bytes on the pipe are.
@@ -106,6 +109,18 @@ impl PipeSpec {
             }
             (_, size) => size.unwrap_or((0, 0)),
         };
+        if let StreamFormat::Raw(raw) = format {
+            let len = raw.frame_len(width, height).unwrap_or(0);
+            if len > MAX_RAW_FRAME {
+                return Err(file.error(
+                    Some("source.width".into()),
+                    format!(
+                        "a raw {width}x{height} `{}` frame is {len} bytes; a pipe takes frames of at most {MAX_RAW_FRAME} bytes",
+                        s.format.as_ref().map_or("", |f| f.get_ref().name())
+                    ),
+                ));
+            }
+        }
         let on_end = s.on_end.as_ref().map_or(OnEnd::Stop, |o| *o.get_ref());
         let stdin = p.get_ref() == "-";
         if stdin && on_end == OnEnd::Reopen {
@@ -188,11 +203,11 @@ impl PipeCapture {
             self.start = 0;
         }
         if self.end == self.buf.len() {
-            let want = (self.buf.len() * 2).max(1 << 16);
-            if want > 2 * MAX_ENCODED_FRAME {
-                return Err(std::io::Error::other("read buffer limit reached"));
+            let limit = self.buffer_limit();
+            if self.buf.len() >= limit {
+                return Err(std::io::Error::other(format!("read buffer limit ({limit} bytes) reached")));
             }
-            self.buf.resize(want, 0);
+            self.buf.resize((self.buf.len() * 2).clamp(1 << 16, limit), 0);
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -225,6 +240,17 @@ impl PipeCapture {
                 _ => return Err(e),
             }
         }
+    }
+
+    /// The read buffer's most: two of the largest frames this stream can carry (both
+    /// checked against [`MAX_RAW_FRAME`] / [`MAX_ENCODED_FRAME`] before they get here).
+    fn buffer_limit(&self) -> usize {
+        let frame = match (self.spec.format, self.y4m) {
+            (StreamFormat::Raw(f), _) => f.frame_len(self.spec.width, self.spec.height).unwrap_or(0),
+            (StreamFormat::Y4m, Some((f, w, h, _))) => f.frame_len(w, h).unwrap_or(0) + MAX_Y4M_LINE,
+            _ => 0,
+        };
+        2 * frame.max(MAX_ENCODED_FRAME)
     }
 
     fn parse(&mut self, frame: &mut Frame) -> Parsed {
@@ -281,6 +307,11 @@ impl PipeCapture {
         loop {
             if scan.pos >= MAX_ENCODED_FRAME {
                 return self.resync_jpeg(2, "JPEG frame too large or without an end marker");
+            }
+            // A segment length can point past what has arrived (or past the stream's end):
+            // wait for more, and never index beyond the data.
+            if scan.pos >= data.len() {
+                break;
             }
             if scan.in_entropy {
                 // Entropy-coded data: FF is followed by 00 (stuffing) or D0-D7 (restart) inside it.
@@ -388,12 +419,17 @@ impl PipeCapture {
         Parsed::Frame
     }
 
+    /// Skip to the next `FRAME` after `from` (at least 1: every call must make progress, or a
+    /// few stray bytes would be reported as bad frames forever); without one, keep the last 4
+    /// bytes, which may begin a marker still arriving.
     fn resync_y4m(&mut self, from: usize, why: &str) -> Parsed {
         let data = self.available();
+        let from = from.clamp(1, data.len().max(1));
         let skipped = match memchr::memmem::find(&data[from.min(data.len())..], b"FRAME") {
             Some(i) => i + from,
-            None => data.len().saturating_sub(4),
-        };
+            None => data.len().saturating_sub(4).max(from),
+        }
+        .min(data.len());
         self.start += skipped;
         Parsed::Bad(format!("{why} ({skipped} bytes skipped)"))
     }
@@ -422,6 +458,9 @@ fn parse_y4m_header(line: &[u8], colour: YuvColour) -> Result<(PixelFormat, u32,
     }
     if w == 0 || h == 0 || w > crate::preprocess::MAX_SIDE || h > crate::preprocess::MAX_SIDE {
         return Err(format!("bad Y4M frame size {w}x{h}"));
+    }
+    if format.frame_len(w, h).is_none_or(|n| n > MAX_RAW_FRAME) {
+        return Err(format!("Y4M frame size {w}x{h} over the {MAX_RAW_FRAME}-byte frame limit"));
     }
     Ok((format, w, h, colour))
 }
@@ -495,5 +534,104 @@ impl Capture for PipeCapture {
         };
         let path = if self.spec.path == "-" { "stdin" } else { &self.spec.path };
         format!("pipe `{path}` ({what})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hostile streams: each must end at its end of stream, in a bounded number of reads,
+    //! without a panic. The streams are regular files, which `poll` always reports readable.
+
+    use super::*;
+    use crate::frame::Frame;
+
+    /// What each `read` returned until the stream ended (or `limit` reads, for a parser that spins).
+    fn reads(bytes: &[u8], format: StreamFormat, width: u32, height: u32) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stream");
+        std::fs::write(&path, bytes).unwrap();
+        let spec = PipeSpec {
+            path: path.to_string_lossy().into_owned(),
+            format,
+            width,
+            height,
+            colour: YuvColour::default(),
+            reopen_at_end: false,
+        };
+        let mut capture = PipeCapture::new(spec);
+        capture.open().unwrap();
+        let mut frame = Frame::empty();
+        let mut seen = Vec::new();
+        for _ in 0..1000 {
+            match capture.read(&mut frame, Duration::from_millis(100)) {
+                Read::Frame => seen.push(format!("frame {} bytes", frame.data.len())),
+                Read::Bad(why) => seen.push(format!("bad: {why}")),
+                Read::Timeout => seen.push("timeout".into()),
+                Read::Failed(why) => seen.push(format!("failed: {why}")),
+                Read::End => {
+                    seen.push("end".into());
+                    return seen;
+                }
+            }
+        }
+        panic!("no end of stream after 1000 reads: {:?}", &seen[..10]);
+    }
+
+    /// A minimal well-formed JPEG's marker structure (the splitter does not decode).
+    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0xFF, 0x00, 0x33, 0xFF, 0xD9];
+
+    #[test]
+    fn mjpeg_split_inside_a_segment_length_waits_then_ends() {
+        // An SOS header whose length points far past the end of the stream: this indexed past
+        // the data and panicked the capture thread.
+        let seen = reads(&[0xFF, 0xD8, 0xFF, 0xDA, 0xFF, 0xFF, 0x00, 0x00], StreamFormat::Mjpeg, 0, 0);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[0].contains("incomplete frame at the end"), "{seen:?}");
+        assert_eq!(seen[1], "end");
+    }
+
+    #[test]
+    fn mjpeg_frames_survive_garbage_and_cut_headers_around_them() {
+        let mut stream = JPEG.to_vec();
+        stream.extend_from_slice(b"garbage");
+        stream.extend_from_slice(JPEG);
+        stream.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xC0, 0xFF]);
+        let seen = reads(&stream, StreamFormat::Mjpeg, 0, 0);
+        let frames = seen.iter().filter(|s| s.starts_with("frame")).count();
+        assert_eq!(frames, 2, "{seen:?}");
+        assert!(seen.iter().any(|s| s.contains("data between JPEG frames")), "{seen:?}");
+        assert_eq!(seen.last().unwrap(), "end");
+    }
+
+    #[test]
+    fn y4m_stray_bytes_between_frames_are_skipped_and_the_stream_ends() {
+        let mut stream = b"YUV4MPEG2 W2 H2 C420jpeg\n".to_vec();
+        let frame = [b"FRAME\n".as_slice(), &[16u8; 6]].concat();
+        stream.extend_from_slice(&frame);
+        // A few stray bytes with a newline: this reported "lost sync" without skipping
+        // anything, forever, and never reached the end of the stream.
+        stream.extend_from_slice(b"x\n");
+        stream.extend_from_slice(&frame);
+        stream.extend_from_slice(b"ab\n");
+        let seen = reads(&stream, StreamFormat::Y4m, 0, 0);
+        let frames = seen.iter().filter(|s| *s == "frame 6 bytes").count();
+        assert_eq!(frames, 2, "{seen:?}");
+        assert!(seen.len() < 10, "{seen:?}");
+        assert_eq!(seen.last().unwrap(), "end");
+    }
+
+    #[test]
+    fn y4m_header_claiming_a_huge_frame_is_refused_not_buffered() {
+        let mut stream = b"YUV4MPEG2 W8192 H8192 C420jpeg\nFRAME\n".to_vec();
+        stream.extend_from_slice(&[0u8; 1000]);
+        let seen = reads(&stream, StreamFormat::Y4m, 0, 0);
+        assert!(seen[0].contains("frame limit"), "{seen:?}");
+        assert_eq!(seen.last().unwrap(), "end");
+    }
+
+    #[test]
+    fn raw_stream_ends_with_its_partial_frame_reported() {
+        let seen = reads(&[7u8; 4 * 4 + 5], StreamFormat::Raw(PixelFormat::Grey), 4, 4);
+        assert_eq!(seen, ["frame 16 bytes", "bad: 5 bytes of an incomplete frame at the end of the stream", "end"]);
     }
 }
