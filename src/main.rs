@@ -1,6 +1,7 @@
 //! The `vigil` command line: the arguments of each command; the commands
 //! themselves are in `cmd/`.
 
+#[macro_use]
 mod cmd;
 
 use std::path::PathBuf;
@@ -263,9 +264,9 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             let opts = cmd::bench::BenchOptions { bundle: model, variant: variant.into(), images, frames, workers };
             let report = cmd::bench::run(&opts, process_start)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
-                println!("{report}");
+                outln!("{report}");
             }
             Ok(EXIT_OK)
         }

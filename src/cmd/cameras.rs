@@ -7,12 +7,12 @@ use vigil::source::v4l2;
 pub fn run() -> Result<i32, Error> {
     let cameras = v4l2::list_cameras();
     if cameras.is_empty() {
-        println!("no V4L2 capture devices found (/dev/video*)");
+        outln!("no V4L2 capture devices found (/dev/video*)");
     }
     for c in cameras {
-        println!("{}: {} ({})", c.path.display(), c.card, c.driver);
+        outln!("{}: {} ({})", c.path.display(), c.card, c.driver);
         for f in &c.formats {
-            println!("  {}", v4l2::describe_offer(f));
+            outln!("  {}", v4l2::describe_offer(f));
         }
     }
     Ok(EXIT_OK)

@@ -15,24 +15,24 @@ pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
     let config = Config::load(path)?;
     let serial = config.serial.clone();
     let prepared = prepare(config, process_start)?;
-    println!("config: {} ok", prepared.config.file.path.display());
-    println!(
+    outln!("config: {} ok", prepared.config.file.path.display());
+    outln!(
         "bundle: {} ({} labels, {})",
         prepared.bundle.dir.display(),
         prepared.bundle.labels.len(),
         prepared.bundle.provenance.licence
     );
-    println!("model: {}", prepared.engine.describe());
+    outln!("model: {}", prepared.engine.describe());
     if prepared.health.source_lost.load(Ordering::Relaxed) {
-        println!(
+        outln!(
             "source: {} NOT AVAILABLE now (a run keeps retrying; see the warning above)",
             prepared.source.describe()
         );
     } else {
-        println!("source: {}", prepared.source.describe());
+        outln!("source: {}", prepared.source.describe());
     }
     if let Some(t) = &prepared.config.thresholds_file {
-        println!("thresholds: {} (between the bundle's and this config's)", t.file.path.display());
+        outln!("thresholds: {} (between the bundle's and this config's)", t.file.path.display());
     }
     if let Some(s) = serial {
         let device = s.device.get_ref();
@@ -43,7 +43,7 @@ pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
                 format!("device `{device}` does not exist: expected a serial device (is the adapter plugged in?)"),
             )));
         }
-        println!("serial: {device} at {} baud, {:?}", s.baud.get_ref(), s.format);
+        outln!("serial: {device} at {} baud, {:?}", s.baud.get_ref(), s.format);
     }
     Ok(EXIT_OK)
 }

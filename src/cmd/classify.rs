@@ -46,13 +46,13 @@ pub fn run(o: &Options) -> Result<i32, Error> {
             log::error!("{}: {e}", path.display());
         }
         if o.json {
-            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            outln!("{}", serde_json::to_string(&r).unwrap_or_default());
         } else if r.error.is_none() {
-            println!("{}", path.display());
+            outln!("{}", path.display());
             for (rank, s) in r.top.iter().enumerate() {
                 let on = rules[bundle.labels.iter().position(|l| *l == s.label).unwrap_or(0)].on;
                 let decision = if s.score >= on { format!("DETECTED (on >= {on})") } else { String::new() };
-                println!("  {:>2}. {:<32} {:.4}  {decision}", rank + 1, s.label, s.score);
+                outln!("  {:>2}. {:<32} {:.4}  {decision}", rank + 1, s.label, s.score);
             }
             let others: Vec<&str> = r
                 .detected
@@ -61,7 +61,7 @@ pub fn run(o: &Options) -> Result<i32, Error> {
                 .map(|d| d.label.as_str())
                 .collect();
             if !others.is_empty() {
-                println!("  also detected: {}", others.join(", "));
+                outln!("  also detected: {}", others.join(", "));
             }
         }
     }

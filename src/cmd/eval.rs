@@ -14,9 +14,9 @@ pub fn eval(opts: &EvalOptions, json: bool, report: Option<&Path>) -> Result<i32
         log::info!("report written to {}", dir.join("report.md").display());
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
     } else {
-        print!("{result}");
+        out!("{result}");
     }
     Ok(EXIT_OK)
 }
@@ -25,9 +25,9 @@ pub fn eval(opts: &EvalOptions, json: bool, report: Option<&Path>) -> Result<i32
 pub fn calibrate(opts: &CalibrateOptions, json: bool) -> Result<i32, Error> {
     let result = evaluate::calibrate(opts, &progress_bar("scoring"))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
     } else {
-        print!("{result}");
+        out!("{result}");
     }
     Ok(EXIT_OK)
 }

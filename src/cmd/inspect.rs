@@ -12,18 +12,18 @@ use vigil::engine::{InferenceEngine, TractEngine};
 pub fn run(model: &Path, variant: Variant, nodes: bool) -> Result<i32, Error> {
     let bundle = Bundle::load(model)?;
     let engine = TractEngine::load(&bundle, variant)?;
-    println!("{}", engine.describe());
+    outln!("{}", engine.describe());
     let graph = engine.optimized_nodes();
     let mut counts = BTreeMap::new();
     for n in &graph {
         if nodes {
-            println!("  {:<24} {:<40} {} -> {}", n.op, n.name, n.input_types.join(","), n.output_type);
+            outln!("  {:<24} {:<40} {} -> {}", n.op, n.name, n.input_types.join(","), n.output_type);
         }
         *counts.entry(format!("{} ({} -> {})", n.op, n.input_types.join(","), n.output_type)).or_insert(0) += 1;
     }
-    println!("{} nodes:", graph.len());
+    outln!("{} nodes:", graph.len());
     for (k, v) in counts {
-        println!("  {v:>4} x {k}");
+        outln!("  {v:>4} x {k}");
     }
     Ok(EXIT_OK)
 }

@@ -6,6 +6,9 @@
 //! Every stage returns its own error type; [`Error`] gathers them at this level,
 //! and only here does an error become an exit code ([`Error::exit_code`]).
 
+#[macro_use]
+pub mod out;
+
 pub mod bench;
 pub mod cameras;
 pub mod check;

@@ -39,11 +39,11 @@ pub fn run(port: &str, baud: u32) -> Result<i32, Error> {
                 match describe(&String::from_utf8_lossy(&line)) {
                     Ok(text) => {
                         good += 1;
-                        println!("{text}");
+                        outln!("{text}");
                     }
                     Err(why) => {
                         bad += 1;
-                        println!("BAD    {why}");
+                        outln!("BAD    {why}");
                     }
                 }
             }
