@@ -21,6 +21,7 @@ pub mod run;
 
 use vigil::engine::EngineError;
 use vigil::evaluate::EvalError;
+use vigil::pipeline::RunError;
 use vigil::source::SourceError;
 use vigil::tomlfile::SettingsError;
 
@@ -40,6 +41,9 @@ pub enum Error {
     /// The model could not be loaded, or failed at run time.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The pipeline could not start, or one of its threads died.
+    #[error(transparent)]
+    Pipeline(#[from] RunError),
     /// The frame source could not be set up.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -66,6 +70,8 @@ impl Error {
         match self {
             Error::Settings(_) | Error::Source(_) | Error::Usage(_) => EXIT_CONFIG,
             Error::Engine(e) => engine(e),
+            Error::Pipeline(RunError::Engine(e)) => engine(e),
+            Error::Pipeline(RunError::Thread(_)) => EXIT_RUNTIME,
             Error::Eval(e) => match e {
                 EvalError::Settings(_) | EvalError::Set(_) | EvalError::Usage(_) => EXIT_CONFIG,
                 EvalError::Engine(e) => engine(e),

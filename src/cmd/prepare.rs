@@ -10,8 +10,8 @@ use vigil::bundle::Bundle;
 use vigil::config::Config;
 use vigil::console::Console;
 use vigil::decide::{Decider, LabelRule};
-use vigil::engine::{EngineError, TractEngine};
-use vigil::pipeline::{self, Control, Decisions, Model, RunSummary};
+use vigil::engine::TractEngine;
+use vigil::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
 use vigil::sink::{GpioLines, GpioSink, SerialSink, Sink, StdoutSink};
 use vigil::source::{self, FrameSource};
 use vigil::stats::Health;
@@ -50,7 +50,7 @@ pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
 impl Prepared {
     /// Open the sinks (and the console on the serial line), then run the pipeline
     /// until the source ends or `stop` is raised.
-    pub fn run(self, stop: &StopFlag, started: Instant) -> Result<RunSummary, EngineError> {
+    pub fn run(self, stop: &StopFlag, started: Instant) -> Result<RunSummary, RunError> {
         let Prepared { config, bundle, engine, rules, source, gpio, health } = self;
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if config.stdout.enabled {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::pools::DecideEnds;
-use super::threads::{Done, Dropped};
+use super::threads::{Done, Dropped, ThreadFailed};
 use super::{Decisions, RunSummary, RunView};
 use crate::console::Request;
 use crate::decide::Event;
@@ -61,9 +61,11 @@ impl DecideLoop {
         }
     }
 
-    /// Decide until every worker has finished (the `done` channel closes); then a
-    /// final status line and the sinks flushed.
-    pub fn run(mut self, ends: DecideEnds) -> RunSummary {
+    /// Decide until every worker has finished (the `done` channel closes) or a thread
+    /// of the run failed (reported on `failures`); then a final status line and the
+    /// sinks flushed, and the summary, or the failure that ended the run.
+    pub fn run(mut self, ends: DecideEnds, failures: &Receiver<ThreadFailed>) -> Result<RunSummary, ThreadFailed> {
+        let mut failure = None;
         // The control's channel (cloned, so that deciding can borrow the loop), or one that never delivers.
         let requests: Receiver<Request> =
             self.out.control.as_ref().map_or_else(crossbeam_channel::never, |c| c.requests().clone());
@@ -86,6 +88,12 @@ impl DecideLoop {
                         self.handle(request);
                     }
                 },
+                // A failed thread may hold the next frame in sequence: waiting for it would
+                // hang. Stop deciding; the failure stays queued for `pipeline::run`.
+                recv(failures) -> failed => {
+                    failure = failed.ok();
+                    break;
+                }
                 default(wait) => {},
             }
             if let (Some(due), Some(interval)) = (status_due, interval)
@@ -106,13 +114,16 @@ impl DecideLoop {
             (Some(a), Some(b)) => b - a,
             _ => Duration::ZERO,
         };
-        RunSummary {
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        Ok(RunSummary {
             counters: self.counters,
             stages: self.stages,
             busy,
             first_decision: self.first_decision,
             decider: self.out.decider,
-        }
+        })
     }
 
     /// Decide every result that is next in sequence.

@@ -43,6 +43,8 @@ use crate::stats::{Counters, Health, StageTimes};
 use crate::stop::StopFlag;
 use decide_loop::DecideLoop;
 use pools::{PoolSizes, Pools};
+pub use threads::ThreadFailed;
+use threads::guarded;
 
 /// The model side of a run: the engine, the input it takes, and how many
 /// workers run it at once.
@@ -106,28 +108,53 @@ pub struct RunSummary {
     pub decider: Decider,
 }
 
+/// Why a run ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The model's workers or buffers could not be made.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A pipeline thread died (a panic, or a source that broke for good); the others
+    /// were stopped and the sinks flushed.
+    #[error(transparent)]
+    Thread(#[from] ThreadFailed),
+}
+
 /// Run frames from `source` through `model` into `decisions` until the source
 /// ends or `stop` is raised; then flush the sinks. Times (frame `t_ms`, uptime)
-/// count from `started`. Fails only if the model's workers cannot be made.
+/// count from `started`. Fails if the model's workers cannot be made, or if a
+/// thread of the run dies (which raises `stop`, so the rest winds down).
 pub fn run(
     mut source: Box<dyn FrameSource>,
     model: &Model,
     decisions: Decisions,
     stop: &StopFlag,
     started: Instant,
-) -> Result<RunSummary, EngineError> {
+) -> Result<RunSummary, RunError> {
     let sizes = PoolSizes::for_workers(model.workers);
     let pools = Pools::new(sizes, model.engine.as_ref(), decisions.decider.labels().len())?;
     let workers: Vec<Box<dyn InferenceWorker>> =
         (0..model.workers.max(1)).map(|_| model.engine.new_worker()).collect::<Result<_, _>>()?;
     let source_dropped = Arc::new(AtomicU64::new(0));
+    // Failures travel to the decide loop; this end outlives the loop, so the channel
+    // never reads as closed while it waits on it.
+    let (failed, failures) = crossbeam_channel::unbounded::<ThreadFailed>();
     let decide = DecideLoop::new(decisions, sizes.scores, started, Arc::clone(&source_dropped));
-    Ok(std::thread::scope(|scope| {
-        threads::spawn_source(scope, source.as_mut(), pools.source, stop.clone(), source_dropped);
-        threads::spawn_prepare(scope, &model.input, pools.prepare, stop.clone());
-        threads::spawn_workers(scope, workers, pools.worker, stop.clone());
-        decide.run(pools.decide)
-    }))
+    let summary = std::thread::scope(|scope| {
+        threads::spawn_source(scope, source.as_mut(), pools.source, stop.clone(), source_dropped, failed.clone());
+        threads::spawn_prepare(scope, &model.input, pools.prepare, stop.clone(), failed.clone());
+        threads::spawn_workers(scope, workers, pools.worker, stop.clone(), failed.clone());
+        let mut summary = None;
+        guarded("decide", &failed, stop, || summary = Some(decide.run(pools.decide, &failures)));
+        summary
+    });
+    // A failure the decide loop did not see (the workers' channel closed first) still fails
+    // the run; so does the decide loop's own, which `guarded` queued.
+    match (summary, failures.try_recv()) {
+        (Some(Err(failure)), _) | (_, Ok(failure)) => Err(failure.into()),
+        (Some(Ok(summary)), Err(_)) => Ok(summary),
+        (None, Err(_)) => Err(ThreadFailed { thread: "decide".into(), why: "ended without a result".into() }.into()),
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +196,12 @@ mod tests {
         corrupt_every: u64,
     }
 
+    impl Counting {
+        fn endless() -> Counting {
+            Counting { next: 0, frames: None, corrupt_every: 0 }
+        }
+    }
+
     impl FrameSource for Counting {
         fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
             if stop.is_stopped() {
@@ -198,16 +231,22 @@ mod tests {
     struct Shuffling {
         calls: Arc<AtomicUsize>,
         fail_on: Option<u8>,
+        panic_on: Option<u8>,
     }
 
     struct ShufflingWorker {
         calls: Arc<AtomicUsize>,
         fail_on: Option<u8>,
+        panic_on: Option<u8>,
     }
 
     impl InferenceEngine for Shuffling {
         fn new_worker(&self) -> Result<Box<dyn InferenceWorker>, EngineError> {
-            Ok(Box::new(ShufflingWorker { calls: Arc::clone(&self.calls), fail_on: self.fail_on }))
+            Ok(Box::new(ShufflingWorker {
+                calls: Arc::clone(&self.calls),
+                fail_on: self.fail_on,
+                panic_on: self.panic_on,
+            }))
         }
 
         fn new_input(&self) -> Result<InputTensor, EngineError> {
@@ -226,6 +265,9 @@ mod tests {
             let value = input.as_slice()[0];
             if self.fail_on.is_some_and(|f| (value * 255.0).round() as u8 == f) {
                 return Err(EngineError::Run("stand-in failure".into()));
+            }
+            if self.panic_on.is_some_and(|f| (value * 255.0).round() as u8 == f) {
+                panic!("stand-in panic, as tract's on an out-of-range Gather index");
             }
             scores[0] = value;
             Ok(())
@@ -256,7 +298,11 @@ mod tests {
         fail_on: Option<u8>,
         stop: &StopFlag,
     ) -> (RunSummary, Vec<(u64, f32)>, Arc<Health>) {
-        let model = Model { engine: Arc::new(Shuffling { calls: Arc::default(), fail_on }), input: spec(), workers };
+        let model = Model {
+            engine: Arc::new(Shuffling { calls: Arc::default(), fail_on, panic_on: None }),
+            input: spec(),
+            workers,
+        };
         let decided = Arc::new(Mutex::new(Vec::new()));
         let health = Arc::new(Health::default());
         let rule = LabelRule { on: 0.5, off: 0.4, min_frames: 1, window: 1, hold_ms: 0 };
@@ -315,12 +361,131 @@ mod tests {
             })
         };
         let t0 = Instant::now();
-        let (summary, decided, _) = run_counting(Counting { next: 0, frames: None, corrupt_every: 0 }, 2, None, &stop);
+        let (summary, decided, _) = run_counting(Counting::endless(), 2, None, &stop);
         raiser.join().unwrap();
         assert!(summary.counters.decided > 0, "frames were decided before the stop");
         // A hang bound, not a speed claim: without the stop this run never ends.
         assert!(t0.elapsed() < Duration::from_secs(10), "stopped after {:?}", t0.elapsed());
         let seqs: Vec<u64> = decided.iter().map(|d| d.0).collect();
         assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "in order up to the stop");
+    }
+
+    /// Runs `model` on endless frames in a thread of its own, so that a hang fails the test
+    /// (after 20 s) instead of wedging it; what `run` returned.
+    fn run_bounded(source: Box<dyn FrameSource>, model: Model, stop: StopFlag) -> Result<RunSummary, RunError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let decisions = Decisions {
+                decider: Decider::new(
+                    vec!["x".to_string()].into(),
+                    vec![LabelRule { on: 0.5, off: 0.4, min_frames: 1, window: 1, hold_ms: 0 }],
+                ),
+                sinks: Vec::new(),
+                status_interval: Some(Duration::from_millis(50)),
+                control: None,
+                health: Arc::new(Health::default()),
+            };
+            let _ = tx.send(run(source, &model, decisions, &stop, Instant::now()));
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("the run hung instead of ending with the failure")
+    }
+
+    #[test]
+    fn a_panicking_worker_fails_the_run_instead_of_hanging_it() {
+        for workers in [1, 3] {
+            let engine = Shuffling { calls: Arc::default(), fail_on: None, panic_on: Some(40) };
+            let model = Model { engine: Arc::new(engine), input: spec(), workers };
+            let stop = StopFlag::new();
+            let err = run_bounded(Box::new(Counting::endless()), model, stop.clone()).expect_err("the run failed");
+            let RunError::Thread(failure) = err else { panic!("{err}") };
+            assert!(failure.thread.starts_with("infer-"), "{failure}");
+            assert!(failure.why.contains("stand-in panic"), "{failure}");
+            assert!(stop.is_stopped(), "the failure stopped the run");
+        }
+    }
+
+    /// A source whose `next_frame` panics on its 5th frame, as a parser bug would.
+    struct PanickingSource(u64);
+
+    impl FrameSource for PanickingSource {
+        fn next_frame(&mut self, frame: &mut Frame, _stop: &StopFlag) -> Next {
+            self.0 += 1;
+            let data: &[u8] = &[1, 2, 3];
+            let end = if self.0 == 5 { 99 } else { 3 };
+            frame.format = PixelFormat::Grey;
+            (frame.width, frame.height) = (SIDE, SIDE);
+            frame.data.clear();
+            frame.data.extend_from_slice(&data[..end]);
+            frame.data.resize((SIDE * SIDE) as usize, 0);
+            Next::Frame
+        }
+
+        fn describe(&self) -> String {
+            "panicking source".into()
+        }
+    }
+
+    #[test]
+    fn a_panicking_source_fails_the_run() {
+        let model = Model {
+            engine: Arc::new(Shuffling { calls: Arc::default(), fail_on: None, panic_on: None }),
+            input: spec(),
+            workers: 2,
+        };
+        let err = run_bounded(Box::new(PanickingSource(0)), model, StopFlag::new()).expect_err("the run failed");
+        let RunError::Thread(failure) = err else { panic!("{err}") };
+        assert_eq!(failure.thread, "source");
+        assert!(failure.why.contains("out of range"), "{failure}");
+    }
+
+    /// A capture whose reads panic after two frames: the capture thread of a [`LiveSource`] dies.
+    struct PanickingCapture(u32);
+
+    impl crate::source::live::Capture for PanickingCapture {
+        fn open(&mut self) -> Result<(), crate::source::live::OpenError> {
+            Ok(())
+        }
+
+        fn read(&mut self, frame: &mut Frame, _timeout: Duration) -> crate::source::live::Read {
+            self.0 += 1;
+            assert!(self.0 <= 2, "stand-in parser bug");
+            frame.format = PixelFormat::Grey;
+            (frame.width, frame.height) = (SIDE, SIDE);
+            frame.data.clear();
+            frame.data.resize((SIDE * SIDE) as usize, 9);
+            crate::source::live::Read::Frame
+        }
+
+        fn close(&mut self) {}
+
+        fn reopen_on_stall(&self) -> bool {
+            false
+        }
+
+        fn describe(&self) -> String {
+            "panicking capture".into()
+        }
+    }
+
+    #[test]
+    fn a_dead_capture_thread_fails_the_run_and_raises_the_fault() {
+        let health = Arc::new(Health::default());
+        let live = crate::source::LiveSource::start(
+            Box::new(PanickingCapture(0)),
+            Duration::from_secs(2),
+            Arc::clone(&health),
+            Instant::now(),
+        )
+        .unwrap();
+        let model = Model {
+            engine: Arc::new(Shuffling { calls: Arc::default(), fail_on: None, panic_on: None }),
+            input: spec(),
+            workers: 1,
+        };
+        let err = run_bounded(Box::new(live), model, StopFlag::new()).expect_err("the run failed");
+        let RunError::Thread(failure) = err else { panic!("{err}") };
+        assert_eq!(failure.thread, "source");
+        assert!(failure.why.contains("capture thread panicked: stand-in parser bug"), "{failure}");
+        assert!(health.source_lost.load(Ordering::Relaxed), "the fault output shows it");
     }
 }

@@ -3,7 +3,15 @@
 //! ends when its input channel closes or its output's receiver is gone, so the
 //! whole pipeline winds down from the source's end (or a stop) without a
 //! special shutdown message.
+//!
+//! Each thread's loop runs under [`guarded`]: a panic (a bug met on some input, in
+//! a decoder or in tract) is caught, reported as [`ThreadFailed`] to the decide
+//! loop, and raises the stop flag, so the run ends with that error instead of
+//! hanging on a buffer the dead thread took with it. A thread that waits on a
+//! pool another thread might never refill ([`recv_until_stopped`]) also gives up
+//! once the stop is raised.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -16,7 +24,8 @@ use crate::preprocess::Preprocessor;
 use crate::source::{FrameSource, Next};
 use crate::stats::StageTimes;
 use crate::stop::StopFlag;
-use crate::util::LogLimiter;
+use crate::util::{LogLimiter, panic_message};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 /// Why a frame produced no scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +79,45 @@ pub struct Done {
 /// How often a thread may log the same kind of per-frame failure.
 const LOG_PERIOD: Duration = Duration::from_secs(5);
 
+/// A pipeline thread that died, and why: the run ends with this error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the pipeline's `{thread}` thread failed: {why}")]
+pub struct ThreadFailed {
+    /// The thread's name (`source`, `prepare`, `infer-N`, `decide`).
+    pub thread: String,
+    /// What it died of (the panic's message, or the source's report).
+    pub why: String,
+}
+
+/// Report `thread`'s failure to the decide loop and stop the run.
+fn report(thread: &str, why: String, failed: &Sender<ThreadFailed>, stop: &StopFlag) {
+    log::error!("pipeline: the `{thread}` thread failed: {why}; stopping the run");
+    // Unbounded, and each thread reports at most once: never blocks.
+    let _ = failed.send(ThreadFailed { thread: thread.into(), why });
+    stop.stop();
+}
+
+/// Run `body`, the loop of pipeline thread `thread`; a panic in it is caught and
+/// [`report`]ed. (The buffers the thread held are lost with it, which is why a
+/// failure stops the run rather than carrying on with smaller pools.)
+pub fn guarded(thread: &str, failed: &Sender<ThreadFailed>, stop: &StopFlag, body: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(body)) {
+        report(thread, panic_message(&*payload), failed, stop);
+    }
+}
+
+/// The next buffer from `pool`, or `None` once the pool is closed or a stop is raised while
+/// waiting: a pool whose buffers died with a failed thread is never refilled.
+fn recv_until_stopped<T>(pool: &Receiver<T>, stop: &StopFlag) -> Option<T> {
+    loop {
+        match pool.recv_timeout(Duration::from_millis(50)) {
+            Ok(buffer) => return Some(buffer),
+            Err(RecvTimeoutError::Timeout) if !stop.is_stopped() => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The source thread: fill free frames from `source`, number them, send them on.
 /// Frames the source lost are counted in `dropped`.
 pub fn spawn_source<'s>(
@@ -78,29 +126,41 @@ pub fn spawn_source<'s>(
     ends: SourceEnds,
     stop: StopFlag,
     dropped: Arc<AtomicU64>,
+    failed: Sender<ThreadFailed>,
 ) -> ScopedJoinHandle<'s, ()> {
     std::thread::Builder::new()
         .name("source".into())
         .spawn_scoped(scope, move || {
-            let mut seq = 0u64;
-            while let Ok(mut frame) = ends.free_frames.recv() {
-                loop {
-                    match source.next_frame(&mut frame, &stop) {
-                        Next::Frame => break,
-                        Next::Dropped => {
-                            dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Next::End | Next::Stopped => return,
-                    }
-                }
-                frame.seq = seq;
-                seq += 1;
-                if ends.frames.send(frame).is_err() {
-                    return;
-                }
-            }
+            guarded("source", &failed, &stop, || source_loop(source, &ends, &stop, &dropped, &failed))
         })
         .expect("spawn source thread")
+}
+
+fn source_loop(
+    source: &mut dyn FrameSource,
+    ends: &SourceEnds,
+    stop: &StopFlag,
+    dropped: &AtomicU64,
+    failed: &Sender<ThreadFailed>,
+) {
+    let mut seq = 0u64;
+    while let Ok(mut frame) = ends.free_frames.recv() {
+        loop {
+            match source.next_frame(&mut frame, stop) {
+                Next::Frame => break,
+                Next::Dropped => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Next::End | Next::Stopped => return,
+                Next::Failed(why) => return report("source", why, failed, stop),
+            }
+        }
+        frame.seq = seq;
+        seq += 1;
+        if ends.frames.send(frame).is_err() {
+            return;
+        }
+    }
 }
 
 /// The `prepare` thread: turn each frame into a free input tensor and send a
@@ -110,37 +170,40 @@ pub fn spawn_prepare<'s>(
     input: &'s InputSpec,
     ends: PrepareEnds,
     stop: StopFlag,
+    failed: Sender<ThreadFailed>,
 ) -> ScopedJoinHandle<'s, ()> {
     std::thread::Builder::new()
         .name("prepare".into())
-        .spawn_scoped(scope, move || {
-            let mut pre = Preprocessor::new(input);
-            let mut corrupt_log = LogLimiter::new(LOG_PERIOD);
-            while let Ok(frame) = ends.frames.recv() {
-                let (seq, t_ms) = (frame.seq, frame.t_ms);
-                let job = if stop.is_stopped() {
-                    Job::Dropped { seq, t_ms, why: Dropped::Stopping }
-                } else {
-                    let Ok(mut tensor) = ends.free_inputs.recv() else { return };
-                    match pre.run(&frame, tensor.as_mut_slice()) {
-                        Ok(pt) => {
-                            let times = StageTimes { decode: pt.decode, prepare: pt.prepare, ..StageTimes::default() };
-                            Job::Ready { seq, t_ms, input: tensor, times }
-                        }
-                        Err(e) => {
-                            corrupt_log.warn(format_args!("frame {seq} ({}) dropped: {e}", frame.origin_display()));
-                            let _ = ends.return_input.send(tensor);
-                            Job::Dropped { seq, t_ms, why: Dropped::Corrupt }
-                        }
-                    }
-                };
-                let _ = ends.free_frames.send(frame);
-                if ends.jobs.send(job).is_err() {
-                    return;
+        .spawn_scoped(scope, move || guarded("prepare", &failed, &stop, || prepare_loop(input, &ends, &stop)))
+        .expect("spawn prepare thread")
+}
+
+fn prepare_loop(input: &InputSpec, ends: &PrepareEnds, stop: &StopFlag) {
+    let mut pre = Preprocessor::new(input);
+    let mut corrupt_log = LogLimiter::new(LOG_PERIOD);
+    while let Ok(frame) = ends.frames.recv() {
+        let (seq, t_ms) = (frame.seq, frame.t_ms);
+        let job = if stop.is_stopped() {
+            Job::Dropped { seq, t_ms, why: Dropped::Stopping }
+        } else {
+            let Some(mut tensor) = recv_until_stopped(&ends.free_inputs, stop) else { return };
+            match pre.run(&frame, tensor.as_mut_slice()) {
+                Ok(pt) => {
+                    let times = StageTimes { decode: pt.decode, prepare: pt.prepare, ..StageTimes::default() };
+                    Job::Ready { seq, t_ms, input: tensor, times }
+                }
+                Err(e) => {
+                    corrupt_log.warn(format_args!("frame {seq} ({}) dropped: {e}", frame.origin_display()));
+                    let _ = ends.return_input.send(tensor);
+                    Job::Dropped { seq, t_ms, why: Dropped::Corrupt }
                 }
             }
-        })
-        .expect("spawn prepare thread")
+        };
+        let _ = ends.free_frames.send(frame);
+        if ends.jobs.send(job).is_err() {
+            return;
+        }
+    }
 }
 
 /// One inference worker thread per `workers` entry: take a score buffer, then a
@@ -150,42 +213,46 @@ pub fn spawn_workers<'s>(
     workers: Vec<Box<dyn InferenceWorker>>,
     ends: WorkerEnds,
     stop: StopFlag,
+    failed: Sender<ThreadFailed>,
 ) {
-    for (i, mut worker) in workers.into_iter().enumerate() {
-        let (ends, stop) = (ends.clone(), stop.clone());
+    for (i, worker) in workers.into_iter().enumerate() {
+        let (ends, stop, failed) = (ends.clone(), stop.clone(), failed.clone());
+        let name = format!("infer-{i}");
         std::thread::Builder::new()
-            .name(format!("infer-{i}"))
-            .spawn_scoped(scope, move || {
-                let mut engine_log = LogLimiter::new(LOG_PERIOD);
-                // Take a score buffer before a job: at most the score pool's size of results
-                // can then be undecided, which is what bounds the decide thread's reorder ring.
-                while let Ok(mut scores) = ends.free_scores.recv() {
-                    let Ok(job) = ends.jobs.recv() else { return };
-                    let done = match job {
-                        Job::Dropped { seq, t_ms, why } => {
-                            Done { seq, t_ms, scores, result: Err(why), times: StageTimes::default() }
-                        }
-                        Job::Ready { seq, t_ms, mut input, mut times } => {
-                            let result = if stop.is_stopped() {
-                                Err(Dropped::Stopping)
-                            } else {
-                                let t0 = Instant::now();
-                                let r = worker.infer(&mut input, &mut scores);
-                                times.infer = t0.elapsed();
-                                r.map_err(|e| {
-                                    engine_log.warn(format_args!("frame {seq} dropped: {e}"));
-                                    Dropped::Engine
-                                })
-                            };
-                            let _ = ends.free_inputs.send(input);
-                            Done { seq, t_ms, scores, result, times }
-                        }
-                    };
-                    if ends.done.send(done).is_err() {
-                        return;
-                    }
-                }
-            })
+            .name(name.clone())
+            .spawn_scoped(scope, move || guarded(&name, &failed, &stop, || worker_loop(worker, &ends, &stop)))
             .expect("spawn inference worker");
+    }
+}
+
+fn worker_loop(mut worker: Box<dyn InferenceWorker>, ends: &WorkerEnds, stop: &StopFlag) {
+    let mut engine_log = LogLimiter::new(LOG_PERIOD);
+    // Take a score buffer before a job: at most the score pool's size of results
+    // can then be undecided, which is what bounds the decide thread's reorder ring.
+    while let Ok(mut scores) = ends.free_scores.recv() {
+        let Ok(job) = ends.jobs.recv() else { return };
+        let done = match job {
+            Job::Dropped { seq, t_ms, why } => {
+                Done { seq, t_ms, scores, result: Err(why), times: StageTimes::default() }
+            }
+            Job::Ready { seq, t_ms, mut input, mut times } => {
+                let result = if stop.is_stopped() {
+                    Err(Dropped::Stopping)
+                } else {
+                    let t0 = Instant::now();
+                    let r = worker.infer(&mut input, &mut scores);
+                    times.infer = t0.elapsed();
+                    r.map_err(|e| {
+                        engine_log.warn(format_args!("frame {seq} dropped: {e}"));
+                        Dropped::Engine
+                    })
+                };
+                let _ = ends.free_inputs.send(input);
+                Done { seq, t_ms, scores, result, times }
+            }
+        };
+        if ends.done.send(done).is_err() {
+            return;
+        }
     }
 }

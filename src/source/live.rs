@@ -18,8 +18,9 @@
 //! capped exponential backoff (log lines per state change, not per attempt);
 //! the first good frame clears the state and says how long the outage lasted.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use super::{FrameSource, Next};
 use crate::frame::Frame;
 use crate::stats::Health;
 use crate::stop::StopFlag;
-use crate::util::{Backoff, LogLimiter};
+use crate::util::{Backoff, LogLimiter, panic_message};
 
 /// How long one [`Capture::read`] may wait, so the capture thread sees a stop promptly.
 pub const READ_SLICE: Duration = Duration::from_millis(100);
@@ -82,12 +83,22 @@ struct Slot {
     /// Frames dropped (stale or bad) not yet reported through `next_frame`.
     dropped: u64,
     ended: bool,
+    /// The capture thread died (a panic, with its message): the source is done for.
+    failed: Option<String>,
 }
 
 struct Shared {
     slot: Mutex<Slot>,
     ready: Condvar,
     quit: AtomicBool,
+}
+
+impl Shared {
+    /// The slot, even if a thread panicked while holding it (its fields stay consistent:
+    /// each is set in one store), so that a capture thread's death is reported, not repeated.
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A [`FrameSource`] over a [`Capture`] running on its own thread.
@@ -119,16 +130,27 @@ impl LiveSource {
         };
         let description = capture.describe();
         let shared = Arc::new(Shared {
-            slot: Mutex::new(Slot { frame: Frame::empty(), fresh: false, dropped: 0, ended: false }),
+            slot: Mutex::new(Slot { frame: Frame::empty(), fresh: false, dropped: 0, ended: false, failed: None }),
             ready: Condvar::new(),
             quit: AtomicBool::new(false),
         });
         let thread = {
             let shared = Arc::clone(&shared);
-            let mut watch = Watchdog::new(description.clone(), watchdog, health, opened, started);
+            let mut watch = Watchdog::new(description.clone(), watchdog, Arc::clone(&health), opened, started);
             std::thread::Builder::new()
                 .name("capture".into())
-                .spawn(move || watch.run(capture.as_mut(), &shared))
+                .spawn(move || {
+                    let run = std::panic::catch_unwind(AssertUnwindSafe(|| watch.run(capture.as_mut(), &shared)));
+                    if let Err(payload) = run {
+                        // A bug met on some input: say so, raise the fault line, and end the
+                        // run through `next_frame` rather than look like a camera that is fine.
+                        let why = format!("the capture thread panicked: {}", panic_message(&*payload));
+                        log::error!("source {}: {why}", watch.description);
+                        health.source_lost.store(true, Ordering::Relaxed);
+                        shared.slot().failed = Some(why);
+                        shared.ready.notify_all();
+                    }
+                })
                 .expect("spawn capture thread")
         };
         Ok(LiveSource { shared, thread: Some(thread), description })
@@ -137,10 +159,13 @@ impl LiveSource {
 
 impl FrameSource for LiveSource {
     fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
-        let mut slot = self.shared.slot.lock().expect("capture slot lock");
+        let mut slot = self.shared.slot();
         loop {
             if stop.is_stopped() {
                 return Next::Stopped;
+            }
+            if let Some(why) = &slot.failed {
+                return Next::Failed(why.clone());
             }
             if slot.dropped > 0 {
                 slot.dropped -= 1;
@@ -154,7 +179,12 @@ impl FrameSource for LiveSource {
             if slot.ended {
                 return Next::End;
             }
-            slot = self.shared.ready.wait_timeout(slot, Duration::from_millis(50)).expect("capture slot lock").0;
+            slot = self
+                .shared
+                .ready
+                .wait_timeout(slot, Duration::from_millis(50))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -228,7 +258,7 @@ impl Watchdog {
                 Read::Frame => {
                     back.t_ms = self.started.elapsed().as_millis() as u64;
                     self.frame_arrived();
-                    let mut slot = shared.slot.lock().expect("capture slot lock");
+                    let mut slot = shared.slot();
                     if slot.fresh {
                         slot.dropped += 1; // stale: the pipeline was busy; the newer frame wins
                     }
@@ -253,7 +283,7 @@ impl Watchdog {
                 }
                 Read::Bad(why) => {
                     self.bad_log.warn(format_args!("source {}: frame dropped: {why}", self.description));
-                    shared.slot.lock().expect("capture slot lock").dropped += 1;
+                    shared.slot().dropped += 1;
                     shared.ready.notify_all();
                 }
                 Read::Failed(why) => {
@@ -264,7 +294,7 @@ impl Watchdog {
                 }
                 Read::End => {
                     log::info!("source {}: end of stream", self.description);
-                    shared.slot.lock().expect("capture slot lock").ended = true;
+                    shared.slot().ended = true;
                     shared.ready.notify_all();
                     return;
                 }

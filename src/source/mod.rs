@@ -57,6 +57,9 @@ pub enum Next {
     End,
     /// The stop flag was raised while waiting.
     Stopped,
+    /// The source broke for good (its capture thread died on a bug): the run must end
+    /// with an error, never wait on a source that will not deliver again.
+    Failed(String),
 }
 
 /// Errors a source cannot recover from by itself.

@@ -11,6 +11,7 @@ mod daemon;
 mod decide;
 mod emulated_board;
 mod eval;
+mod faults;
 mod gpio;
 mod model;
 mod road_scene;
