@@ -30,6 +30,7 @@ pub fn run(path: &Path, process_start: Instant) -> Result<(), Error> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
         .map_err(|e| Error::Runtime(format!("cannot install the SIGHUP handler: {e}")))?;
     let notifier = Arc::new(Notifier::from_env());
+    guard_stop(terminate.clone());
 
     let mut config = Config::load(path)?;
     let mut prepared = prepare(config.clone(), process_start)?;
@@ -85,6 +86,31 @@ pub fn run(path: &Path, process_start: Instant) -> Result<(), Error> {
             }
         }
     }
+}
+
+/// How long a stop may take, from SIGINT/SIGTERM to the process's end, before the guard ends
+/// it. A stop normally takes the sinks' flush budget plus the frame already inside the model
+/// (which tract cannot interrupt): well under a second on a Pi with the shipped models, but
+/// seconds a frame for a big float model under emulation. 30 s covers any frame and stays
+/// well inside systemd's stop timeout (90 s), after which it would SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// A last resort: once a stop is asked for, the process ends within [`STOP_GRACE`] even if
+/// some stage is wedged (a device read the kernel never returns from, a bug), with exit
+/// code 1 and a log line saying so. A daemon that ignores SIGTERM gets SIGKILLed by
+/// systemd after its timeout, with its sinks unflushed and no word of why.
+fn guard_stop(terminate: StopFlag) {
+    std::thread::Builder::new()
+        .name("stop-guard".into())
+        .spawn(move || {
+            while !terminate.is_stopped() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(STOP_GRACE);
+            log::error!("stop: the pipeline did not wind down within {STOP_GRACE:?} of the stop; exiting now");
+            std::process::exit(super::EXIT_RUNTIME);
+        })
+        .expect("spawn the stop guard");
 }
 
 /// Until the run ends: forward SIGINT/SIGTERM to the run; on SIGHUP, check the config file
