@@ -16,7 +16,8 @@
 //! number (fewest decimals) strictly above the next lower score and at most the
 //! candidate, closest to their midpoint: it predicts the same images on this
 //! set, and leaves a margin on both sides for images the set does not have.
-//! `off` is `on - margin`, clamped at 0. A label with no positives in the set
+//! `off` is `on - margin`, but at least `on / 2`, so that it stays above 0 (a sigmoid
+//! never reaches 0: such a label could never switch off) and below `on`. A label with no positives in the set
 //! keeps its thresholds: nothing on the set can say where they should be.
 
 use std::fmt;
@@ -179,11 +180,17 @@ pub fn round_between(low: f32, high: f32) -> f32 {
     high
 }
 
-/// `on - margin` clamped to `[0, on]`, rounded to 6 decimals so `0.4 - 0.1` reads as `0.3`.
+/// `on - margin`, but never below `on / 2`, rounded to 6 decimals so `0.4 - 0.1` reads as `0.3`.
+///
+/// The floor keeps `off` above 0 and a real step below `on` for a low `on` (a label whose `off`
+/// were 0 could switch on but never off: a sigmoid never reaches 0). `on <= 0` gives 0.
 pub fn off_below(on: f32, margin: f32) -> f32 {
+    if on <= 0.0 {
+        return 0.0;
+    }
     let on_decimal = as_decimal(on);
-    let off = ((on_decimal - f64::from(margin)) * 1e6).round() / 1e6;
-    (off.max(0.0) as f32).min(on)
+    let off = ((on_decimal - f64::from(margin)).max(on_decimal / 2.0) * 1e6).round() / 1e6;
+    if off > 0.0 && off < on_decimal { off as f32 } else { on / 2.0 }
 }
 
 #[cfg(test)]
@@ -226,6 +233,12 @@ mod tests {
         assert_eq!(round_between(0.0001, 0.745), 0.4);
         assert_eq!(round_between(0.5, 0.5), 0.5);
         assert_eq!(off_below(0.4, 0.1), 0.3);
-        assert_eq!(off_below(0.05, 0.1), 0.0);
+        // A low `on` keeps half of itself as `off`: above 0, below `on` (issue 19: calibrate
+        // wrote tabby 0.05 / 0.0, a label that could switch on but never off).
+        assert_eq!(off_below(0.05, 0.1), 0.025);
+        assert_eq!(off_below(0.15, 0.1), 0.075);
+        assert_eq!(off_below(0.3, 0.1), 0.2);
+        let tiny = off_below(1e-7, 0.1);
+        assert!(tiny > 0.0 && tiny < 1e-7, "{tiny}");
     }
 }
