@@ -124,6 +124,19 @@ impl Decider {
         self.rules[label] = rule;
     }
 
+    /// Take over the label states of `previous` (the run before a reload) for every label
+    /// of the same name, so that a label that was on stays on without a second ON event,
+    /// and one that was off needs its `min_frames` again as usual.
+    pub fn take_states_from(&mut self, previous: &Decider) {
+        for (label, state) in self.labels.iter().zip(self.states.iter_mut()) {
+            if let Some(i) = previous.labels.iter().position(|l| l == label) {
+                *state = previous.states[i];
+                // A cool-down counts in the old run's time; start it again on fresh frames.
+                state.below_since_ms = None;
+            }
+        }
+    }
+
     /// Indices of the labels that are on.
     pub fn on_labels(&self) -> impl Iterator<Item = usize> + '_ {
         self.states.iter().enumerate().filter(|(_, s)| s.on).map(|(i, _)| i)

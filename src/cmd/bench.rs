@@ -169,6 +169,7 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
             status_interval: None,
             control: None,
             health: Arc::default(),
+            first_seq: 0,
         };
         let summary: RunSummary = pipeline::run(Box::new(source), &model, decisions, &StopFlag::new(), started)?;
         if i == 0 {

@@ -47,11 +47,54 @@ pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
     Ok(Prepared { config, bundle, engine, rules, source, gpio, health })
 }
 
+/// What a run hands the next one across a reload (SIGHUP), so that the technician's work and
+/// the consumers' view carry on: event `seq` keeps counting, a label that is on stays on
+/// without a second ON event, and thresholds set from the console stay set.
+pub struct Resume {
+    /// The previous run's final decide state (rules as the console left them, label states).
+    pub decider: Decider,
+    /// The rules the previous config gave, before any console change.
+    pub config_rules: Vec<LabelRule>,
+    /// The sequence number the next frame gets.
+    pub next_seq: u64,
+}
+
+impl Resume {
+    /// Labels (by name) whose `on`/`off` the console changed from what the config gives.
+    fn console_thresholds(&self) -> impl Iterator<Item = (&str, LabelRule)> {
+        let rules = self.decider.rules().iter().zip(&self.config_rules);
+        self.decider
+            .labels()
+            .iter()
+            .zip(rules)
+            .filter(|(_, (now, config))| (now.on, now.off) != (config.on, config.off))
+            .map(|(label, (now, _))| (label.as_str(), *now))
+    }
+}
+
 impl Prepared {
     /// Open the sinks (and the console on the serial line), then run the pipeline
-    /// until the source ends or `stop` is raised.
-    pub fn run(self, stop: &StopFlag, started: Instant) -> Result<RunSummary, RunError> {
+    /// until the source ends or `stop` is raised; `resume` carries a reloaded run on.
+    pub fn run(self, stop: &StopFlag, started: Instant, resume: Option<&Resume>) -> Result<RunSummary, RunError> {
         let Prepared { config, bundle, engine, rules, source, gpio, health } = self;
+        let mut decider = Decider::new(Arc::clone(&bundle.labels), rules);
+        let mut carried = Vec::new();
+        if let Some(resume) = resume {
+            decider.take_states_from(&resume.decider);
+            for (label, kept) in resume.console_thresholds() {
+                let Some(i) = bundle.labels.iter().position(|l| l == label) else { continue };
+                let mut rule = decider.rules()[i];
+                (rule.on, rule.off) = (kept.on, kept.off);
+                decider.set_rule(i, rule);
+                carried.push(i);
+                log::info!(
+                    "reload: kept the thresholds set from the console for `{label}` (on {}, off {}); \
+                     `save` writes them to the thresholds file",
+                    kept.on,
+                    kept.off
+                );
+            }
+        }
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if config.stdout.enabled {
             sinks.push(Box::new(StdoutSink::stdout(config.stdout.format)));
@@ -59,7 +102,10 @@ impl Prepared {
         let mut control: Option<Box<dyn Control>> = None;
         if let Some(serial) = &config.serial {
             let saves_to = config.thresholds_file.as_ref().map(|f| f.file.path.clone());
-            let (console, requests) = Console::new(bundle.labels.len(), saves_to);
+            let (mut console, requests) = Console::new(bundle.labels.len(), saves_to);
+            for &i in &carried {
+                console.carried_over(i);
+            }
             control = Some(Box::new(console));
             sinks.push(Box::new(SerialSink::start(serial, Some(requests))));
         }
@@ -68,11 +114,12 @@ impl Prepared {
         }
         let model = Model { engine, input: bundle.input.clone(), workers: *config.model.workers.get_ref() };
         let decisions = Decisions {
-            decider: Decider::new(Arc::clone(&bundle.labels), rules),
+            decider,
             sinks,
             status_interval: config.status_interval(),
             control,
             health,
+            first_seq: resume.map_or(0, |r| r.next_seq),
         };
         pipeline::run(source, &model, decisions, stop, started)
     }

@@ -8,6 +8,12 @@
 //! inactive level), prepares the new one (model, camera, lines) and runs it; if that fails (a
 //! device busy, say) the previous config is prepared again. Frame counters restart with the
 //! new pipeline; times keep counting from the process start.
+//!
+//! A reload carries the run on ([`Resume`]): event `seq` keeps counting; a label that was on
+//! stays on (its GPIO line is driven again after the brief inactive spell of the hand-over)
+//! without a second ON event; thresholds set from the console hold (logged per label) until set
+//! again, and `save` still writes them — a reload only drops one when the new config gives it
+//! the same value.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Error;
-use super::prepare::prepare;
+use super::prepare::{Resume, prepare};
 use vigil::bundle::Bundle;
 use vigil::config::Config;
 use vigil::engine::InferenceEngine;
@@ -34,6 +40,7 @@ pub fn run(path: &Path, process_start: Instant) -> Result<(), Error> {
 
     let mut config = Config::load(path)?;
     let mut prepared = prepare(config.clone(), process_start)?;
+    let mut resume: Option<Resume> = None;
     loop {
         log::info!("model: {}", prepared.engine.describe());
         log::info!("source: {}", prepared.source.describe());
@@ -51,7 +58,8 @@ pub fn run(path: &Path, process_start: Instant) -> Result<(), Error> {
                 .spawn(move || watch_signals(&path, &terminate, &hangup, &run_stop, &next, &notifier))
                 .expect("spawn signal watcher")
         };
-        let result = prepared.run(&run_stop, process_start);
+        let config_rules = prepared.rules.clone();
+        let result = prepared.run(&run_stop, process_start, resume.as_ref());
         run_stop.stop();
         let _ = watcher.join();
         if let Some(p) = pinger {
@@ -59,6 +67,7 @@ pub fn run(path: &Path, process_start: Instant) -> Result<(), Error> {
         }
         let summary = result?;
         let c = summary.counters;
+        resume = Some(Resume { decider: summary.decider, config_rules, next_seq: summary.next_seq });
         let reload = next.lock().expect("reload slot").take();
         let why = match (&reload, terminate.is_stopped()) {
             (_, true) => "stopped",

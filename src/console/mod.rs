@@ -82,6 +82,12 @@ impl Console {
         (console, tx)
     }
 
+    /// `label`'s thresholds were set from the console before a reload and carried over:
+    /// they count as changed here, so `save` writes them.
+    pub fn carried_over(&mut self, label: usize) {
+        self.changed[label] = true;
+    }
+
     fn reply(
         &mut self,
         request: &Request,

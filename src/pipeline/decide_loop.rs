@@ -44,10 +44,11 @@ impl DecideLoop {
     /// A loop deciding into `out`, with a reorder ring of `ring` slots (the score pool's size).
     pub fn new(out: Decisions, ring: usize, started: Instant, source_dropped: Arc<AtomicU64>) -> DecideLoop {
         let labels = out.decider.labels().len();
+        let first_seq = out.first_seq;
         DecideLoop {
             out,
             ring: (0..ring).map(|_| None).collect(),
-            next_seq: 0,
+            next_seq: first_seq,
             events: Vec::with_capacity(labels),
             latencies: LatencyRing::default(),
             counters: Counters::default(),
@@ -69,6 +70,12 @@ impl DecideLoop {
         // The control's channel (cloned, so that deciding can borrow the loop), or one that never delivers.
         let requests: Receiver<Request> =
             self.out.control.as_ref().map_or_else(crossbeam_channel::never, |c| c.requests().clone());
+        let already_on: Vec<usize> = self.out.decider.on_labels().collect();
+        if !already_on.is_empty() {
+            for sink in &mut self.out.sinks {
+                sink.labels_already_on(&already_on);
+            }
+        }
         let interval = self.out.status_interval;
         let mut status_due = interval.map(|i| Instant::now() + i);
         loop {
@@ -123,6 +130,7 @@ impl DecideLoop {
             busy,
             first_decision: self.first_decision,
             decider: self.out.decider,
+            next_seq: self.next_seq,
         })
     }
 

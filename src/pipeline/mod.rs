@@ -70,6 +70,9 @@ pub struct Decisions {
     pub control: Option<Box<dyn Control>>,
     /// Live health, for heartbeat and fault outputs (updated per frame).
     pub health: Arc<Health>,
+    /// The first frame's sequence number: 0, or where the run before a reload stopped, so
+    /// that event `seq` keeps counting up for consumers.
+    pub first_seq: u64,
 }
 
 /// The run as the decide thread sees it when a command arrives.
@@ -106,6 +109,8 @@ pub struct RunSummary {
     pub first_decision: Option<Duration>,
     /// Final decide state (rules and label states).
     pub decider: Decider,
+    /// The sequence number the next frame would have had.
+    pub next_seq: u64,
 }
 
 /// Why a run ended with an error.
@@ -139,9 +144,17 @@ pub fn run(
     // Failures travel to the decide loop; this end outlives the loop, so the channel
     // never reads as closed while it waits on it.
     let (failed, failures) = crossbeam_channel::unbounded::<ThreadFailed>();
+    let first_seq = decisions.first_seq;
     let decide = DecideLoop::new(decisions, sizes.scores, started, Arc::clone(&source_dropped));
     let summary = std::thread::scope(|scope| {
-        threads::spawn_source(scope, source.as_mut(), pools.source, stop.clone(), source_dropped, failed.clone());
+        threads::spawn_source(
+            scope,
+            source.as_mut(),
+            pools.source,
+            stop.clone(),
+            (first_seq, source_dropped),
+            failed.clone(),
+        );
         threads::spawn_prepare(scope, &model.input, pools.prepare, stop.clone(), failed.clone());
         threads::spawn_workers(scope, workers, pools.worker, stop.clone(), failed.clone());
         let mut summary = None;
@@ -312,6 +325,7 @@ mod tests {
             status_interval: None,
             control: Some(Box::new(Recorder { decided: Arc::clone(&decided), requests: crossbeam_channel::never() })),
             health: Arc::clone(&health),
+            first_seq: 0,
         };
         let summary = run(Box::new(source), &model, decisions, stop, Instant::now()).expect("run");
         let decided = decided.lock().unwrap().clone();
@@ -384,6 +398,7 @@ mod tests {
                 status_interval: Some(Duration::from_millis(50)),
                 control: None,
                 health: Arc::new(Health::default()),
+                first_seq: 0,
             };
             let _ = tx.send(run(source, &model, decisions, &stop, Instant::now()));
         });

@@ -118,32 +118,33 @@ fn recv_until_stopped<T>(pool: &Receiver<T>, stop: &StopFlag) -> Option<T> {
     }
 }
 
-/// The source thread: fill free frames from `source`, number them, send them on.
+/// The source thread: fill free frames from `source`, number them from `first_seq`, send them on.
 /// Frames the source lost are counted in `dropped`.
 pub fn spawn_source<'s>(
     scope: &'s Scope<'s, '_>,
     source: &'s mut dyn FrameSource,
     ends: SourceEnds,
     stop: StopFlag,
-    dropped: Arc<AtomicU64>,
+    (first_seq, dropped): (u64, Arc<AtomicU64>),
     failed: Sender<ThreadFailed>,
 ) -> ScopedJoinHandle<'s, ()> {
     std::thread::Builder::new()
         .name("source".into())
         .spawn_scoped(scope, move || {
-            guarded("source", &failed, &stop, || source_loop(source, &ends, &stop, &dropped, &failed))
+            guarded("source", &failed, &stop, || source_loop(source, first_seq, &ends, &stop, &dropped, &failed))
         })
         .expect("spawn source thread")
 }
 
 fn source_loop(
     source: &mut dyn FrameSource,
+    first_seq: u64,
     ends: &SourceEnds,
     stop: &StopFlag,
     dropped: &AtomicU64,
     failed: &Sender<ThreadFailed>,
 ) {
-    let mut seq = 0u64;
+    let mut seq = first_seq;
     while let Ok(mut frame) = ends.free_frames.recv() {
         loop {
             match source.next_frame(&mut frame, stop) {

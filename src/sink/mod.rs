@@ -21,4 +21,8 @@ pub trait Sink: Send {
     fn status(&mut self, status: &StatusLine<'_>);
     /// Write out everything accepted so far (called at stop); returns within `budget`.
     fn flush(&mut self, budget: std::time::Duration);
+    /// The labels already on when this run starts (a reload carried their state over, so no
+    /// event announces them again). A sink that holds state (GPIO lines) sets it; a stream
+    /// of events has nothing to do.
+    fn labels_already_on(&mut self, _labels: &[usize]) {}
 }

@@ -516,6 +516,19 @@ fn serial_console_commands_and_threshold_changes() {
     send(&writer, "watch off\r");
     reader.wait_for(slow, "watch off reply", |l| l.starts_with("$VGRPL,watch,OK,off"));
 
+    // A threshold set and not saved survives a reload (SIGHUP, as `systemctl reload` sends).
+    send(&writer, "set threshold tabby on=0.2 off=0.1\r");
+    reader.wait_for(slow, "set reply", |l| l.starts_with("$VGRPL,set,OK,tabby"));
+    let frames = |l: &str| -> u64 { l.split(',').nth(2).and_then(|f| f.parse().ok()).unwrap_or(u64::MAX) };
+    let before = frames(&reader.wait_for(slow, "a status line", |l| l.starts_with("$VGSTA,")));
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    // The reloaded run counts its frames from 0 again.
+    reader.wait_for(slow, "a status line from the reloaded run", |l| l.starts_with("$VGSTA,") && frames(l) < before);
+    send(&writer, "get thresholds\r");
+    let get = reader.wait_for(slow, "thresholds reply after the reload", |l| l.starts_with("$VGRPL,get,"));
+    assert!(get.contains(",tabby:on=0.2:off=0.1,"), "the console's change held over the reload: {get}");
+    assert!(get.contains(",espresso:on=0.9999:off=0.999,"), "the saved one too: {get}");
+
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
@@ -717,4 +730,61 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("reloaded") && log.contains("reloading after"), "{log}");
+}
+
+#[test]
+fn a_reload_carries_seq_and_label_states_on_without_announcing_them_again() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // One photo over and over: "Egyptian cat" (0.75) switches on at the first frame and stays on.
+    let first =
+        config_text(&samples().join("chelsea.png"), "[stdout]\nformat = \"json\"\n\n[status]\ninterval_s = 0.3\n")
+            .replace("fps = 0", "fps = 10\nloop = true");
+    let cfg = write(dir.path(), "c.toml", &first);
+    let log_path = dir.path().join("stderr.txt");
+    let mut child = spawn_logged(&cfg, &log_path);
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for l in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")));
+        }
+    });
+    let wait_for = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line: {what}; seen {seen:?}"));
+            seen.push(v);
+            if pred(seen.last().unwrap()) {
+                return seen;
+            }
+        }
+    };
+    let is_event = |v: &Value| v["type"] == "event";
+    let before = wait_for("a status line with 10 frames decided", &|v| {
+        v["type"] == "status" && v["frames"].as_u64().is_some_and(|f| f >= 10)
+    });
+    let on: Vec<&Value> = before.iter().filter(|v| is_event(v)).collect();
+    assert_eq!(on.len(), 1, "one ON event before the reload: {before:?}");
+    assert_eq!(on[0]["label"], "Egyptian cat");
+    assert_eq!(on[0]["seq"], 0);
+
+    // Reload with a stricter rule for the label: it was on, so it now switches off, with a seq
+    // that continues from before the reload; it is not announced ON again first.
+    let strict = first.replace("[status]", "[thresholds.labels.\"Egyptian cat\"]\non = 0.95\noff = 0.9\n\n[status]");
+    std::fs::write(&cfg, strict).unwrap();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    let after = wait_for("the OFF event after the reload", &|v| is_event(v));
+    let off = after.last().unwrap();
+    assert_eq!((off["label"].as_str(), off["state"].as_str()), (Some("Egyptian cat"), Some("off")), "{after:?}");
+    assert!(off["seq"].as_u64().unwrap() >= 10, "seq carries on across the reload: {off}");
+    let status = wait_for("a status line after the OFF event", &|v| v["type"] == "status");
+    assert!(status.iter().all(|v| !is_event(v)), "nothing announced again: {status:?}");
+    assert_eq!(status.last().unwrap()["labels_on"], serde_json::json!([]));
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("reloaded"), "{log}");
 }

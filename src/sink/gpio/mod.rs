@@ -91,6 +91,16 @@ impl Sink for GpioSink {
 
     fn status(&mut self, _status: &StatusLine<'_>) {}
 
+    fn labels_already_on(&mut self, labels: &[usize]) {
+        for &label in labels {
+            if let Some(tx) = &self.tx
+                && tx.try_send(Msg::Event { label, on: true }).is_err()
+            {
+                log::warn!("gpio: event queue full; label {label} not driven on after the reload");
+            }
+        }
+    }
+
     fn flush(&mut self, _budget: Duration) {
         self.tx = None; // the thread drives every line inactive and ends
         if let Some(t) = self.thread.take() {
