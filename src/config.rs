@@ -250,7 +250,7 @@ mod tests {
             "{e}"
         );
         let e = refused("[source]\nkind = \"files\"\npath = \"models\"\nwatchdog_s = 3\n");
-        assert!(e.contains("source.watchdog_s") && e.contains("files source (pipe and v4l2 only)"), "{e}");
+        assert!(e.contains("source.watchdog_s") && e.contains("files source (pipe, command and v4l2 only)"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::command::CommandSpec;
 use super::files::FilesSpec;
 use super::pipe::{OnEnd, PipeSpec};
 use super::v4l2::V4l2Spec;
@@ -26,6 +27,9 @@ pub enum SourceKind {
     Pipe,
     /// A V4L2 capture device (USB webcam, CSI bridge).
     V4l2,
+    /// A camera program vigil runs and supervises, read from its stdout (rpicam-vid,
+    /// gst-launch-1.0, ffmpeg).
+    Command,
 }
 
 impl SourceKind {
@@ -35,6 +39,7 @@ impl SourceKind {
             SourceKind::Files => "files",
             SourceKind::Pipe => "pipe",
             SourceKind::V4l2 => "v4l2",
+            SourceKind::Command => "command",
         }
     }
 }
@@ -107,7 +112,9 @@ pub struct SourceSection {
     pub looped: Option<Spanned<bool>>,
     /// V4L2: the device node, e.g. `/dev/video0` or a `/dev/v4l/by-id/...` link.
     pub device: Option<Spanned<String>>,
-    /// Pipe: the stream format (required). V4L2: the pixel format (default `auto`).
+    /// Command: the camera program and its arguments.
+    pub argv: Option<Spanned<Vec<String>>>,
+    /// Pipe and command: the stream format (required). V4L2: the pixel format (default `auto`).
     pub format: Option<Spanned<SourceFormat>>,
     /// Pipe (raw formats, required) and V4L2 (optional): frame width.
     pub width: Option<Spanned<u32>>,
@@ -132,21 +139,24 @@ pub enum SourceConfig {
     Pipe(PipeSpec, Duration),
     /// A V4L2 camera, with its watchdog period.
     V4l2(V4l2Spec, Duration),
+    /// A supervised camera program, with its watchdog period.
+    Command(CommandSpec, Duration),
 }
 
 /// Which kinds each key applies to, for the message when it is given to another kind.
-const KEYS: [(&str, &str); 12] = [
+const KEYS: [(&str, &str); 13] = [
     ("path", "files and pipe"),
     ("fps", "files and v4l2"),
     ("loop", "files"),
     ("device", "v4l2"),
-    ("format", "pipe and v4l2"),
-    ("width", "pipe and v4l2"),
-    ("height", "pipe and v4l2"),
-    ("range", "pipe"),
-    ("matrix", "pipe"),
+    ("argv", "command"),
+    ("format", "pipe, command and v4l2"),
+    ("width", "pipe, command and v4l2"),
+    ("height", "pipe, command and v4l2"),
+    ("range", "pipe and command"),
+    ("matrix", "pipe and command"),
     ("on_end", "pipe"),
-    ("watchdog_s", "pipe and v4l2"),
+    ("watchdog_s", "pipe, command and v4l2"),
     ("kind", "every kind"),
 ];
 
@@ -168,6 +178,9 @@ impl SourceSection {
             SourceKind::Files => FilesSpec::from_section(self, file).map(SourceConfig::Files),
             SourceKind::Pipe => Ok(SourceConfig::Pipe(PipeSpec::from_section(self, file)?, self.watchdog(file)?)),
             SourceKind::V4l2 => Ok(SourceConfig::V4l2(V4l2Spec::from_section(self, file)?, self.watchdog(file)?)),
+            SourceKind::Command => {
+                Ok(SourceConfig::Command(CommandSpec::from_section(self, file)?, self.watchdog(file)?))
+            }
         }
     }
 
@@ -181,6 +194,7 @@ impl SourceSection {
             at("fps", &self.fps),
             at("loop", &self.looped),
             at("device", &self.device),
+            at("argv", &self.argv),
             at("format", &self.format),
             at("width", &self.width),
             at("height", &self.height),

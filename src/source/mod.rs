@@ -2,8 +2,9 @@
 //!
 //! `[source]` in a run config names one kind ([`config`]); [`open`] starts it.
 //! Files are replayed on the pipeline's source thread; live sources (pipes,
-//! V4L2 cameras) capture on a thread of their own ([`live`]).
+//! camera commands, V4L2 cameras) capture on a thread of their own ([`live`]).
 
+pub mod command;
 pub mod config;
 pub mod files;
 pub mod live;
@@ -35,6 +36,7 @@ pub fn open(
     let (capture, watchdog): (Box<dyn live::Capture>, _) = match config {
         SourceConfig::Files(spec) => return Ok(Box::new(FilesSource::new(spec, started)?)),
         SourceConfig::Pipe(spec, watchdog) => (Box::new(pipe::PipeCapture::new(spec.clone())), *watchdog),
+        SourceConfig::Command(spec, watchdog) => (Box::new(command::CommandCapture::new(spec.clone())), *watchdog),
         SourceConfig::V4l2(spec, watchdog) => {
             let mut spec = spec.clone();
             spec.want.model = model_size;

@@ -68,20 +68,27 @@ pub struct PipeSpec {
     pub reopen_at_end: bool,
 }
 
-impl PipeSpec {
-    /// The pipe keys of `[source]` (`path`, `format`, `width`/`height`, `range`,
-    /// `matrix`, `on_end`), checked; a relative path is resolved against the config.
-    pub fn from_section(s: &SourceSection, file: &TomlFile) -> Result<PipeSpec, SettingsError> {
-        let Some(p) = &s.path else {
-            return Err(file.error(
-                Some("source.path".into()),
-                "missing: a pipe source needs `path` (a FIFO or file, or \"-\" for standard input)",
-            ));
-        };
+/// The stream keys a pipe and a camera command share: `format`, `width`/`height` (raw
+/// formats), `range`, `matrix`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamKeys {
+    /// The stream format.
+    pub format: StreamFormat,
+    /// Frame width of raw streams (0 otherwise).
+    pub width: u32,
+    /// Frame height of raw streams (0 otherwise).
+    pub height: u32,
+    /// How YUV samples are to be read.
+    pub colour: YuvColour,
+}
+
+impl StreamKeys {
+    /// The stream keys of `[source]`, checked, for a source of kind `kind` (for messages).
+    pub fn from_section(s: &SourceSection, file: &TomlFile, kind: &str) -> Result<StreamKeys, SettingsError> {
         let Some(format) = &s.format else {
             return Err(file.error(
                 Some("source.format".into()),
-                "missing: a pipe source needs `format` (i420, nv12, yuyv, rgb24, grey, mjpeg or y4m)",
+                format!("missing: a {kind} source needs `format` (i420, nv12, yuyv, rgb24, grey, mjpeg or y4m)"),
             ));
         };
         let size = s.size(file)?;
@@ -90,7 +97,9 @@ impl PipeSpec {
                 return Err(file.error_at(
                     format.span(),
                     "source.format",
-                    "`auto` is for v4l2 cameras: a pipe needs i420, nv12, yuyv, rgb24, grey, mjpeg or y4m",
+                    format!(
+                        "`auto` is for v4l2 cameras: a {kind} source needs i420, nv12, yuyv, rgb24, grey, mjpeg or y4m"
+                    ),
                 ));
             }
             SourceFormat::Mjpeg => StreamFormat::Mjpeg,
@@ -102,7 +111,7 @@ impl PipeSpec {
                 return Err(file.error(
                     Some("source.width".into()),
                     format!(
-                        "missing: a raw `{}` pipe needs `width` and `height` (the frame size the writer sends)",
+                        "missing: a raw `{}` {kind} source needs `width` and `height` (the frame size the writer sends)",
                         s.format.as_ref().map_or("", |f| f.get_ref().name())
                     ),
                 ));
@@ -121,6 +130,25 @@ impl PipeSpec {
                 ));
             }
         }
+        let colour = YuvColour {
+            matrix: s.matrix.as_ref().map(|m| *m.get_ref()).unwrap_or_default(),
+            range: s.range.as_ref().map(|r| *r.get_ref()).unwrap_or_default(),
+        };
+        Ok(StreamKeys { format, width, height, colour })
+    }
+}
+
+impl PipeSpec {
+    /// The pipe keys of `[source]` (`path`, the [`StreamKeys`], `on_end`), checked; a
+    /// relative path is resolved against the config.
+    pub fn from_section(s: &SourceSection, file: &TomlFile) -> Result<PipeSpec, SettingsError> {
+        let Some(p) = &s.path else {
+            return Err(file.error(
+                Some("source.path".into()),
+                "missing: a pipe source needs `path` (a FIFO or file, or \"-\" for standard input)",
+            ));
+        };
+        let stream = StreamKeys::from_section(s, file, "pipe")?;
         let on_end = s.on_end.as_ref().map_or(OnEnd::Stop, |o| *o.get_ref());
         let stdin = p.get_ref() == "-";
         if stdin && on_end == OnEnd::Reopen {
@@ -129,15 +157,24 @@ impl PipeSpec {
         }
         Ok(PipeSpec {
             path: if stdin { "-".into() } else { file.resolve(p.get_ref()).to_string_lossy().into_owned() },
-            format,
-            width,
-            height,
-            colour: YuvColour {
-                matrix: s.matrix.as_ref().map(|m| *m.get_ref()).unwrap_or_default(),
-                range: s.range.as_ref().map(|r| *r.get_ref()).unwrap_or_default(),
-            },
+            format: stream.format,
+            width: stream.width,
+            height: stream.height,
+            colour: stream.colour,
             reopen_at_end: on_end == OnEnd::Reopen,
         })
+    }
+
+    /// A spec for a stream that arrives on an already open descriptor (a child's stdout).
+    pub fn for_stream(stream: StreamKeys, name: String) -> PipeSpec {
+        PipeSpec {
+            path: name,
+            format: stream.format,
+            width: stream.width,
+            height: stream.height,
+            colour: stream.colour,
+            reopen_at_end: false,
+        }
     }
 }
 
@@ -188,6 +225,22 @@ impl PipeCapture {
             jpeg: JpegScan::default(),
             y4m: None,
         }
+    }
+
+    /// The stream's format for log lines: `MJPEG`, `Y4M`, `raw I420 640x480`.
+    pub fn stream_description(&self) -> String {
+        match self.spec.format {
+            StreamFormat::Raw(f) => format!("raw {f:?} {}x{}", self.spec.width, self.spec.height),
+            StreamFormat::Mjpeg => "MJPEG".into(),
+            StreamFormat::Y4m => "Y4M".into(),
+        }
+    }
+
+    /// Read from `fd` from now on (a new writer starts a new stream: nothing buffered
+    /// from the last one is kept).
+    pub fn attach(&mut self, fd: OwnedFd) {
+        self.fd = Some(fd);
+        (self.start, self.end, self.eof, self.jpeg, self.y4m) = (0, 0, false, JpegScan::default(), None);
     }
 
     fn available(&self) -> &[u8] {
@@ -483,9 +536,7 @@ impl Capture for PipeCapture {
             }
             fd
         };
-        self.fd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
-        // A new writer starts a new stream.
-        (self.start, self.end, self.eof, self.jpeg, self.y4m) = (0, 0, false, JpegScan::default(), None);
+        self.attach(unsafe { OwnedFd::from_raw_fd(fd) });
         Ok(())
     }
 
@@ -527,13 +578,8 @@ impl Capture for PipeCapture {
     }
 
     fn describe(&self) -> String {
-        let what = match self.spec.format {
-            StreamFormat::Raw(f) => format!("raw {f:?} {}x{}", self.spec.width, self.spec.height),
-            StreamFormat::Mjpeg => "MJPEG".into(),
-            StreamFormat::Y4m => "Y4M".into(),
-        };
         let path = if self.spec.path == "-" { "stdin" } else { &self.spec.path };
-        format!("pipe `{path}` ({what})")
+        format!("pipe `{path}` ({})", self.stream_description())
     }
 }
 

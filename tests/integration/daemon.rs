@@ -92,7 +92,7 @@ fn source_keys_are_checked_for_their_kind() {
     refused(&with_source("kind = \"pipe\"\npath = \"-\"\n"), &["source.format", "missing", "i420, nv12"]);
     refused(
         &with_source("kind = \"pipe\"\npath = \"-\"\nformat = \"nv12\"\n"),
-        &["source.width", "raw `nv12` pipe needs `width` and `height`"],
+        &["source.width", "raw `nv12` pipe source needs `width` and `height`"],
     );
     refused(
         &with_source("kind = \"pipe\"\npath = \"-\"\nformat = \"mjpeg\"\non_end = \"reopen\"\n"),

@@ -7,6 +7,7 @@ mod common;
 mod boards;
 mod bundles;
 mod camera;
+mod command_source;
 mod daemon;
 mod decide;
 mod emulated_board;
