@@ -107,6 +107,44 @@ pub struct Config {
     pub status: StatusSection,
 }
 
+/// Where the Debian package installs model bundles. A relative `[model] bundle` that is not
+/// beside the config (a profile copied to /etc/vigil, say) is looked up here by its last
+/// component, its bundle name. `VIGIL_MODELS` names another such folder.
+pub const PACKAGED_MODELS: &str = "/usr/share/vigil/models";
+
+/// The bundle directory `[model] bundle` names: resolved against the config's folder, then (a
+/// relative path) by its name in the packaged models folder.
+fn find_bundle(file: &TomlFile, written: &Spanned<String>) -> Result<PathBuf, SettingsError> {
+    let beside = file.resolve(written.get_ref());
+    let mut tried = vec![beside.clone()];
+    let name = Path::new(written.get_ref()).file_name().filter(|_| Path::new(written.get_ref()).is_relative());
+    if let Some(name) = name {
+        let packaged = std::env::var_os("VIGIL_MODELS").map_or_else(|| PathBuf::from(PACKAGED_MODELS), PathBuf::from);
+        tried.push(packaged.join(name));
+    }
+    match tried.iter().position(|p| p.is_dir()) {
+        Some(0) => Ok(beside),
+        Some(i) => {
+            log::info!(
+                "model.bundle `{}`: not beside {}; using the installed {}",
+                written.get_ref(),
+                file.path.display(),
+                tried[i].display()
+            );
+            Ok(tried.swap_remove(i))
+        }
+        None => Err(file.error_at(
+            written.span(),
+            "model.bundle",
+            format!(
+                "model bundle `{}` not found: expected a directory holding model.toml (looked in {})",
+                written.get_ref(),
+                tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 impl Config {
     /// Read and check `path`. Thresholds are checked against the model's
     /// labels later, when the bundle is loaded ([`Config::rules`]).
@@ -117,28 +155,30 @@ impl Config {
     /// Parse and check an already-read file.
     pub fn from_file(file: TomlFile) -> Result<Config, SettingsError> {
         let c: ConfigFile = file.parse()?;
-        let bundle_dir = file.resolve(c.model.bundle.get_ref());
-        if !bundle_dir.is_dir() {
-            return Err(file.error_at(
-                c.model.bundle.span(),
-                "model.bundle",
-                format!("model bundle `{}` not found: expected a directory holding model.toml", bundle_dir.display()),
-            ));
-        }
+        let bundle_dir = find_bundle(&file, &c.model.bundle)?;
         let thresholds_file = match &c.model.thresholds {
             Some(t) => {
                 let path = file.resolve(t.get_ref());
-                if !path.is_file() {
+                if path.exists() {
+                    Some(ThresholdsFile::load(&path)?)
+                } else if path.parent().is_some_and(Path::is_dir) {
+                    // Not written yet: the console's `save` creates it. Until then it adds nothing.
+                    log::info!(
+                        "thresholds file {} does not exist yet; the console's `save` creates it",
+                        path.display()
+                    );
+                    Some(ThresholdsFile::from_file(TomlFile { path, text: String::new() })?)
+                } else {
                     return Err(file.error_at(
                         t.span(),
                         "model.thresholds",
                         format!(
-                            "thresholds file `{}` not found: expected a TOML file with a [thresholds] table (paths are relative to this config)",
+                            "the folder of thresholds file `{}` does not exist: expected a TOML file with a [thresholds] table, \
+                             or a new one in an existing folder (paths are relative to this config)",
                             path.display()
                         ),
                     ));
                 }
-                Some(ThresholdsFile::load(&path)?)
             }
             None => None,
         };
@@ -277,8 +317,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("x.toml:2:10") && e.contains("model.bundle"), "{e}");
-        let e = refused("thresholds = \"nope.toml\"\n[source]\nkind = \"files\"\npath = \"models\"\n");
-        assert!(e.contains("model.thresholds") && e.contains("not found"), "{e}");
+        let e = refused("thresholds = \"no-such-folder/t.toml\"\n[source]\nkind = \"files\"\npath = \"models\"\n");
+        assert!(e.contains("model.thresholds") && e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn a_thresholds_file_not_written_yet_is_accepted_for_save_to_create() {
+        // The packaged config's commented example names one; start-up must not need it to exist.
+        let c = config(
+            "thresholds = \"not-saved-yet.toml\"\n[source]\nkind = \"files\"\npath = \"models/elpv-solar/samples\"\n",
+        )
+        .unwrap();
+        let t = c.thresholds_file.as_ref().expect("a thresholds file to save into");
+        assert!(t.file.path.ends_with("not-saved-yet.toml") && !t.file.path.exists());
+        let bundle = Bundle::load(&c.bundle_dir).unwrap();
+        assert_eq!(c.rules(&bundle).unwrap(), thresholds::rules_for(&bundle, None, None).unwrap(), "it adds nothing");
     }
 
     #[test]

@@ -52,3 +52,37 @@ fn check_gpio_labels(path: &std::path::Path, config: &Config, bundle: &Bundle) {
         );
     }
 }
+
+#[test]
+fn a_profile_copied_elsewhere_finds_its_bundle_in_the_installed_models_folder() {
+    // As each profile's header suggests: copied to /etc/vigil/vigil.toml, its
+    // `bundle = "../models/road-scene"` no longer points anywhere; the installed models
+    // folder (VIGIL_MODELS here, /usr/share/vigil/models in the package) has it by name.
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let copied = etc.join("vigil.toml");
+    std::fs::copy(crate::common::root().join("boards/default.toml"), &copied).unwrap();
+    let text = std::fs::read_to_string(&copied).unwrap();
+    // Its sample images are not installed beside it either: replay the bundle's own.
+    let samples = crate::common::root().join("models/road-scene/samples");
+    std::fs::write(
+        &copied,
+        text.replace("../models/road-scene/samples/*.png", &format!("{}/*.png", samples.display())),
+    )
+    .unwrap();
+    let check = |models: &std::path::Path| {
+        crate::common::vigil().args(["check", "--config"]).arg(&copied).env("VIGIL_MODELS", models).output().unwrap()
+    };
+    let out = check(&crate::common::root().join("models"));
+    let err = crate::common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("not beside") && err.contains("using the installed"), "the log says which bundle: {err}");
+
+    let empty = dir.path().join("no-models");
+    std::fs::create_dir(&empty).unwrap();
+    let out = check(&empty);
+    let err = crate::common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("vigil.toml:") && err.contains("model.bundle") && err.contains("looked in"), "{err}");
+}
