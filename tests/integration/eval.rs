@@ -325,12 +325,19 @@ fn the_daemon_uses_a_calibrated_thresholds_file() {
     assert_eq!(tabby_on_events(&without), 0, "at the manifest's 0.5, tabby never switches on");
     assert_eq!(tabby_on_events(&with), 1, "with the calibrated file, tabby switches on for chelsea.png");
 
-    // A config naming a thresholds file that is not there is refused with the key.
-    let missing = write(dir.path(), "missing.toml", &config("thresholds = \"nope.toml\"\n"));
+    // A config naming a thresholds file that is not there yet is accepted (`save` creates it);
+    // one in a folder that is not there is refused with the key.
+    let later = write(dir.path(), "later.toml", &config("thresholds = \"not-saved-yet.toml\"\n"));
+    let out = vigil_output(&["check", "--config", later.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let missing = write(dir.path(), "missing.toml", &config("thresholds = \"no-such-folder/t.toml\"\n"));
     let out = vigil_output(&["check", "--config", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("missing.toml:4:") && err.contains("model.thresholds") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("missing.toml:4:") && err.contains("model.thresholds") && err.contains("does not exist"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- refused sets
