@@ -137,6 +137,18 @@ impl Decider {
         }
     }
 
+    /// The source was lost: what the labels showed is unknown now, not unchanged. Every label
+    /// that is on switches off (an event each, with its last score, at frame `seq`), and every
+    /// history is cleared, so decisions start again from fresh frames.
+    pub fn forget(&mut self, seq: u64, t_ms: u64, events: &mut Vec<Event>) {
+        for (label, state) in self.states.iter_mut().enumerate() {
+            if state.on {
+                events.push(Event { seq, t_ms, label, on: false, score: state.last_score });
+            }
+            *state = LabelState { last_score: state.last_score, ..LabelState::default() };
+        }
+    }
+
     /// Indices of the labels that are on.
     pub fn on_labels(&self) -> impl Iterator<Item = usize> + '_ {
         self.states.iter().enumerate().filter(|(_, s)| s.on).map(|(i, _)| i)

@@ -3,13 +3,13 @@
 //! ([`super::Control`]) between frames.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
 use super::pools::DecideEnds;
-use super::threads::{Done, Dropped, ThreadFailed};
+use super::threads::{Done, Dropped, SourceCounts, ThreadFailed};
 use super::{Decisions, RunSummary, RunView};
 use crate::console::Request;
 use crate::decide::Event;
@@ -36,13 +36,17 @@ pub struct DecideLoop {
     started: Instant,
     /// Frames decided and when, at the last status line (for its fps).
     frames_at_status: (u64, Instant),
-    /// Frames the source thread lost, counted there.
-    source_dropped: Arc<AtomicU64>,
+    /// What the source thread counts (frames lost, frames numbered).
+    source: Arc<SourceCounts>,
+    /// The source was seen lost: forget the labels once the frames numbered before are decided.
+    forget_at: Option<u64>,
+    /// The source is lost and the labels were (or will be) forgotten.
+    lost: bool,
 }
 
 impl DecideLoop {
     /// A loop deciding into `out`, with a reorder ring of `ring` slots (the score pool's size).
-    pub fn new(out: Decisions, ring: usize, started: Instant, source_dropped: Arc<AtomicU64>) -> DecideLoop {
+    pub fn new(out: Decisions, ring: usize, started: Instant, source: Arc<SourceCounts>) -> DecideLoop {
         let labels = out.decider.labels().len();
         let first_seq = out.first_seq;
         DecideLoop {
@@ -58,7 +62,9 @@ impl DecideLoop {
             first_decision: None,
             started,
             frames_at_status: (0, Instant::now()),
-            source_dropped,
+            source,
+            forget_at: None,
+            lost: false,
         }
     }
 
@@ -103,6 +109,7 @@ impl DecideLoop {
                 }
                 default(wait) => {},
             }
+            self.follow_source();
             if let (Some(due), Some(interval)) = (status_due, interval)
                 && Instant::now() >= due
             {
@@ -116,7 +123,7 @@ impl DecideLoop {
         for sink in &mut self.out.sinks {
             sink.flush(FLUSH_BUDGET);
         }
-        self.counters.dropped_source = self.source_dropped.load(Ordering::Relaxed);
+        self.counters.dropped_source = self.source.dropped.load(Ordering::Relaxed);
         let busy = match (self.first_decision_at, self.last_decision) {
             (Some(a), Some(b)) => b - a,
             _ => Duration::ZERO,
@@ -134,9 +141,55 @@ impl DecideLoop {
         })
     }
 
+    /// When the source is lost, switch every label off (events to every sink, so label lines
+    /// go to their inactive level) once the frames captured before are decided, and decide
+    /// afresh from the frames that come after: a lost camera means the scene is unknown, not
+    /// unchanged. Checked at least every 200 ms (the loop's tick) and after each frame.
+    fn follow_source(&mut self) {
+        let lost = self.out.health.source_lost.load(Ordering::Relaxed);
+        if lost && !self.lost {
+            self.lost = true;
+            self.forget_at = Some(self.source.next_seq.load(Ordering::Relaxed));
+        } else if !lost {
+            self.lost = false;
+        }
+        if self.forget_at.is_some_and(|at| self.next_seq >= at) {
+            self.forget_at = None;
+            self.events.clear();
+            let t_ms = self.started.elapsed().as_millis() as u64;
+            // The events belong to the last frame decided: nothing newer was seen.
+            let seq = self.next_seq.saturating_sub(1);
+            self.out.decider.forget(seq, t_ms, &mut self.events);
+            if !self.events.is_empty() {
+                log::warn!("source lost: {} label(s) switched off until frames return", self.events.len());
+            }
+            self.write_events();
+        }
+    }
+
+    /// Write `self.events` to every sink.
+    fn write_events(&mut self) {
+        let out = &mut self.out;
+        for e in &self.events {
+            let line = EventLine {
+                seq: e.seq,
+                t_ms: e.t_ms,
+                label: &out.decider.labels()[e.label],
+                label_index: e.label,
+                on: e.on,
+                score: e.score,
+            };
+            for sink in out.sinks.iter_mut() {
+                sink.event(&line);
+            }
+        }
+    }
+
     /// Decide every result that is next in sequence.
     fn drain(&mut self, ends: &DecideEnds) {
         loop {
+            // A loss applies between the last frame captured before it and the first after.
+            self.follow_source();
             let slot = self.next_seq as usize % self.ring.len();
             let Some(mut done) = self.ring[slot].take() else { return };
             self.next_seq += 1;
@@ -163,19 +216,8 @@ impl DecideLoop {
         self.events.clear();
         out.decider.update(done.seq, done.t_ms, &done.scores, &mut self.events);
         let t1 = Instant::now();
-        for e in &self.events {
-            let line = EventLine {
-                seq: e.seq,
-                t_ms: e.t_ms,
-                label: &out.decider.labels()[e.label],
-                label_index: e.label,
-                on: e.on,
-                score: e.score,
-            };
-            for sink in out.sinks.iter_mut() {
-                sink.event(&line);
-            }
-        }
+        self.write_events();
+        let out = &mut self.out;
         if let Some(c) = out.control.as_mut() {
             c.decided(done.seq, &out.decider);
         }
@@ -193,7 +235,7 @@ impl DecideLoop {
 
     /// The status line as of now; `fps` over the period since the last status line.
     fn status_line<'l>(&mut self, labels_on: &'l [&'l str]) -> StatusLine<'l> {
-        self.counters.dropped_source = self.source_dropped.load(Ordering::Relaxed);
+        self.counters.dropped_source = self.source.dropped.load(Ordering::Relaxed);
         let fps = (self.counters.decided - self.frames_at_status.0) as f64
             / self.frames_at_status.1.elapsed().as_secs_f64().max(1e-9);
         // Rounded: a status line is for people and dashboards, not for timing analysis.

@@ -27,7 +27,6 @@ pub mod threads;
 pub use decide_loop::FLUSH_BUDGET;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -43,8 +42,8 @@ use crate::stats::{Counters, Health, StageTimes};
 use crate::stop::StopFlag;
 use decide_loop::DecideLoop;
 use pools::{PoolSizes, Pools};
-pub use threads::ThreadFailed;
 use threads::guarded;
+pub use threads::{SourceCounts, ThreadFailed};
 
 /// The model side of a run: the engine, the input it takes, and how many
 /// workers run it at once.
@@ -140,19 +139,20 @@ pub fn run(
     let pools = Pools::new(sizes, model.engine.as_ref(), decisions.decider.labels().len())?;
     let workers: Vec<Box<dyn InferenceWorker>> =
         (0..model.workers.max(1)).map(|_| model.engine.new_worker()).collect::<Result<_, _>>()?;
-    let source_dropped = Arc::new(AtomicU64::new(0));
+    let source_counts = Arc::new(SourceCounts::default());
     // Failures travel to the decide loop; this end outlives the loop, so the channel
     // never reads as closed while it waits on it.
     let (failed, failures) = crossbeam_channel::unbounded::<ThreadFailed>();
     let first_seq = decisions.first_seq;
-    let decide = DecideLoop::new(decisions, sizes.scores, started, Arc::clone(&source_dropped));
+    let decide = DecideLoop::new(decisions, sizes.scores, started, Arc::clone(&source_counts));
     let summary = std::thread::scope(|scope| {
         threads::spawn_source(
             scope,
             source.as_mut(),
             pools.source,
             stop.clone(),
-            (first_seq, source_dropped),
+            first_seq,
+            source_counts,
             failed.clone(),
         );
         threads::spawn_prepare(scope, &model.input, pools.prepare, stop.clone(), failed.clone());
@@ -502,5 +502,75 @@ mod tests {
         assert_eq!(failure.thread, "source");
         assert!(failure.why.contains("capture thread panicked: stand-in parser bug"), "{failure}");
         assert!(health.source_lost.load(Ordering::Relaxed), "the fault output shows it");
+    }
+
+    /// Bright frames (the label on), then the source lost for a while, then bright frames again.
+    struct LosesItsCamera {
+        next: u64,
+        health: Arc<Health>,
+    }
+
+    impl FrameSource for LosesItsCamera {
+        fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
+            if self.next == 10 {
+                // The watchdog declares the camera lost; nothing arrives for a while.
+                self.health.source_lost.store(true, Ordering::Relaxed);
+                if !stop.sleep_until(Instant::now() + Duration::from_millis(600)) {
+                    return Next::Stopped;
+                }
+                self.health.source_lost.store(false, Ordering::Relaxed);
+            }
+            if self.next == 20 {
+                return Next::End;
+            }
+            self.next += 1;
+            frame.format = PixelFormat::Grey;
+            (frame.width, frame.height) = (SIDE, SIDE);
+            frame.data.clear();
+            frame.data.resize((SIDE * SIDE) as usize, 200);
+            Next::Frame
+        }
+
+        fn describe(&self) -> String {
+            "a camera that goes away".into()
+        }
+    }
+
+    /// Keeps every event as `(seq, on)`.
+    struct EventLog(Arc<Mutex<Vec<(u64, bool)>>>);
+
+    impl Sink for EventLog {
+        fn event(&mut self, event: &crate::protocol::EventLine<'_>) {
+            self.0.lock().unwrap().push((event.seq, event.on));
+        }
+        fn status(&mut self, _status: &StatusLine<'_>) {}
+        fn flush(&mut self, _budget: Duration) {}
+    }
+
+    #[test]
+    fn a_lost_source_switches_labels_off_and_they_come_back_from_fresh_frames() {
+        let health = Arc::new(Health::default());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let model = Model {
+            engine: Arc::new(Shuffling { calls: Arc::default(), fail_on: None, panic_on: None }),
+            input: spec(),
+            workers: 2,
+        };
+        let decisions = Decisions {
+            decider: Decider::new(
+                vec!["x".to_string()].into(),
+                vec![LabelRule { on: 0.5, off: 0.4, min_frames: 2, window: 2, hold_ms: 0 }],
+            ),
+            sinks: vec![Box::new(EventLog(Arc::clone(&events)))],
+            status_interval: Some(Duration::from_millis(50)),
+            control: None,
+            health: Arc::clone(&health),
+            first_seq: 0,
+        };
+        let source = LosesItsCamera { next: 0, health: Arc::clone(&health) };
+        run(Box::new(source), &model, decisions, &StopFlag::new(), Instant::now()).expect("run");
+        // On after two bright frames; off (at the last frame seen) when the camera goes; on
+        // again only after two fresh frames, not from the history before the outage.
+        assert_eq!(*events.lock().unwrap(), [(1, true), (9, false), (11, true)]);
     }
 }

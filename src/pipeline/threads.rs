@@ -79,6 +79,15 @@ pub struct Done {
 /// How often a thread may log the same kind of per-frame failure.
 const LOG_PERIOD: Duration = Duration::from_secs(5);
 
+/// What the source thread counts, shared with the decide loop.
+#[derive(Debug, Default)]
+pub struct SourceCounts {
+    /// Frames the source lost (unreadable, stale).
+    pub dropped: AtomicU64,
+    /// The sequence number the next frame will get: every frame below it was captured.
+    pub next_seq: AtomicU64,
+}
+
 /// A pipeline thread that died, and why: the run ends with this error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the pipeline's `{thread}` thread failed: {why}")]
@@ -125,13 +134,14 @@ pub fn spawn_source<'s>(
     source: &'s mut dyn FrameSource,
     ends: SourceEnds,
     stop: StopFlag,
-    (first_seq, dropped): (u64, Arc<AtomicU64>),
+    first_seq: u64,
+    counts: Arc<SourceCounts>,
     failed: Sender<ThreadFailed>,
 ) -> ScopedJoinHandle<'s, ()> {
     std::thread::Builder::new()
         .name("source".into())
         .spawn_scoped(scope, move || {
-            guarded("source", &failed, &stop, || source_loop(source, first_seq, &ends, &stop, &dropped, &failed))
+            guarded("source", &failed, &stop, || source_loop(source, first_seq, &ends, &stop, &counts, &failed))
         })
         .expect("spawn source thread")
 }
@@ -141,16 +151,17 @@ fn source_loop(
     first_seq: u64,
     ends: &SourceEnds,
     stop: &StopFlag,
-    dropped: &AtomicU64,
+    counts: &SourceCounts,
     failed: &Sender<ThreadFailed>,
 ) {
     let mut seq = first_seq;
+    counts.next_seq.store(seq, Ordering::Relaxed);
     while let Ok(mut frame) = ends.free_frames.recv() {
         loop {
             match source.next_frame(&mut frame, stop) {
                 Next::Frame => break,
                 Next::Dropped => {
-                    dropped.fetch_add(1, Ordering::Relaxed);
+                    counts.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Next::End | Next::Stopped => return,
                 Next::Failed(why) => return report("source", why, failed, stop),
@@ -158,6 +169,7 @@ fn source_loop(
         }
         frame.seq = seq;
         seq += 1;
+        counts.next_seq.store(seq, Ordering::Relaxed);
         if ends.frames.send(frame).is_err() {
             return;
         }

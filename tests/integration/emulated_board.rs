@@ -279,6 +279,8 @@ fn emulated_board_camera_gpio_and_serial() {
     board.console.wait("the guest's unplug", |l| l.contains("board: camera unplugged"));
     let lost = board.status("LOST in a status line", |s| !s.source_ok);
     assert_eq!(lost.outages, 1, "{lost:?}");
+    let forgotten = board.status("no label on while the camera is gone", |s| !s.source_ok && s.labels_on.is_empty());
+    assert_eq!(forgotten.outages, 1, "{forgotten:?}");
     std::thread::sleep(Duration::from_secs(3));
     let still_lost = board.status("a status line while unplugged", |_| true);
     assert!(!still_lost.source_ok && still_lost.outages == 1, "{still_lost:?}");
@@ -325,15 +327,21 @@ fn emulated_board_camera_gpio_and_serial() {
     assert!(uart_events.len() >= 4, "{uart_events:?}");
 
     // GPIO, as the PL061 saw it. Label lines: low at start, then each event, low again at stop.
-    let mut expected_mono = vec![0u8];
-    for e in uart_events.iter().filter(|e| e.contains(" monocrystalline ")) {
-        expected_mono.push(u8::from(e.ends_with(" on")));
-    }
-    if expected_mono.last() == Some(&1) {
-        expected_mono.push(0);
-    }
-    assert_eq!(board.gpio_levels(1), expected_mono, "monocrystalline line (1) against events {uart_events:?}");
-    assert_eq!(board.gpio_levels(0), [0, 1, 0], "defective line (0): on from the first frame, off at stop");
+    let expected_levels = |label: &str| {
+        let mut levels = vec![0u8];
+        for e in uart_events.iter().filter(|e| e.contains(&format!(" {label} "))) {
+            levels.push(u8::from(e.ends_with(" on")));
+        }
+        if levels.last() == Some(&1) {
+            levels.push(0);
+        }
+        levels
+    };
+    assert_eq!(board.gpio_levels(1), expected_levels("monocrystalline"), "monocrystalline line (1): {uart_events:?}");
+    // Defective: on from the first frame, off while the camera was unplugged (unknown, not
+    // unchanged), on again from the first frames after the replug, off at stop.
+    assert_eq!(board.gpio_levels(0), [0, 1, 0, 1, 0], "defective line (0): {uart_events:?}");
+    assert_eq!(expected_levels("defective"), [0, 1, 0, 1, 0], "defective events: {uart_events:?}");
     // Fault: up exactly once, for the one outage.
     assert_eq!(board.gpio_levels(5), [0, 1, 0], "fault line (5)");
     // Heartbeat: a toggle every 0.5 s while frames flow (held low during the outage).
