@@ -315,8 +315,23 @@ fn check_input(file: &TomlFile, input: &InputSpec) -> Result<(), SettingsError> 
             ));
         }
     }
-    if input.std.iter().any(|&s| s == 0.0 || !s.is_finite()) || !input.scale.is_finite() || input.scale == 0.0 {
-        return Err(file.error(Some("input.std".into()), "std and scale must be finite and non-zero"));
+    // Every normalisation value in a range that makes sense for `value = (pixel * scale - mean)
+    // / std`: NaN, infinities, a negative or denormal std passed before and gave garbage scores.
+    let bad = |what: &str, key: &str, v: f32, expected: &str| {
+        file.error(Some(key.into()), format!("{what} {v}: expected {expected}"))
+    };
+    if !(input.scale.is_normal() && input.scale > 0.0 && input.scale <= 1.0) {
+        return Err(bad("scale", "input.scale", input.scale, "a positive number up to 1 (1/255 for 8-bit pixels)"));
+    }
+    for &m in &input.mean {
+        if !(m.is_finite() && (-1000.0..=1000.0).contains(&m)) {
+            return Err(bad("mean", "input.mean", m, "a finite number from -1000 to 1000"));
+        }
+    }
+    for &sd in &input.std {
+        if !(sd.is_normal() && (1e-6..=1000.0).contains(&sd)) {
+            return Err(bad("std", "input.std", sd, "a positive number from 0.000001 to 1000"));
+        }
     }
     Ok(())
 }

@@ -58,12 +58,9 @@ impl Classifier<'_> {
             ImageResult { image: path.to_path_buf(), error: None, top: vec![], detected: vec![], scores: vec![] };
         let mut frame = Frame::empty();
         frame.format = PixelFormat::Encoded;
-        match std::fs::read(path) {
-            Ok(bytes) => frame.data = bytes,
-            Err(e) => {
-                result.error = Some(format!("cannot read: {e}"));
-                return result;
-            }
+        if let Err(e) = crate::source::files::read_image_file(path, &mut frame.data) {
+            result.error = Some(format!("cannot read: {e}"));
+            return result;
         }
         if let Err(e) = self.pre.run(&frame, self.input.as_mut_slice()) {
             result.error = Some(e.to_string());

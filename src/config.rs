@@ -191,14 +191,8 @@ impl Config {
             ));
         }
         let source = c.source.check(&file)?;
-        let interval = *c.status.interval_s.get_ref();
-        if !interval.is_finite() || interval < 0.0 {
-            return Err(file.error_at(
-                c.status.interval_s.span(),
-                "status.interval_s",
-                format!("{interval}: expected 0 (off) or a positive number of seconds"),
-            ));
-        }
+        // A lower bound too: a tiny period turned the status line into a busy loop.
+        file.number(&c.status.interval_s, "status.interval_s", 0.01..=86_400.0, "seconds", Some("off"))?;
         if let Some(s) = &c.serial {
             s.check(&file)?;
         }

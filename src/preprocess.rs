@@ -17,6 +17,8 @@ use crate::frame::{Frame, PixelFormat, YuvColour};
 
 /// Largest frame side vigil decodes; bigger headers are refused before any allocation.
 pub const MAX_SIDE: u32 = 8192;
+/// Most bytes an image may decode to: 64 MiB holds a 4K RGBA or 16-bit RGB frame.
+pub const MAX_DECODED: usize = 64 << 20;
 
 /// Why a frame could not be turned into a tensor. The frame is dropped and counted.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,15 @@ impl Preprocessor {
         if reader.format().is_none() {
             return Err(PreprocessError::Decode("not a JPEG or PNG image".into()));
         }
+        // The JPEG decoder fills a truncated image with grey and calls it good: a frame cut
+        // short would be scored as a real one. A whole JPEG ends with its EOI marker (some
+        // writers pad after it with zeros).
+        if reader.format() == Some(image::ImageFormat::Jpeg) {
+            let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            if end < 2 || data[end - 2..end] != [0xFF, 0xD9] {
+                return Err(PreprocessError::Decode("truncated JPEG (no end-of-image marker)".into()));
+            }
+        }
         let mut limits = Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
         limits.max_image_height = Some(MAX_SIDE);
@@ -183,7 +194,14 @@ impl Preprocessor {
         if bytes_per_sample > 2 || width == 0 || height == 0 {
             return Err(PreprocessError::Unsupported(format!("{color:?} {width}x{height}")));
         }
+        // Checked before allocating: a 74-byte PNG can claim 8192x8192 16-bit RGBA (512 MiB),
+        // and the decode buffer, reused from frame to frame, would keep that size for good.
         let total = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
+        if total > MAX_DECODED {
+            return Err(PreprocessError::Unsupported(format!(
+                "{color:?} {width}x{height} decodes to {total} bytes, over the {MAX_DECODED}-byte limit"
+            )));
+        }
         self.decoded.resize(total, 0);
         decoder.read_image(&mut self.decoded).map_err(decode_err)?;
         Ok(Pixels { width, height, channels: usize::from(color.channel_count()), bytes_per_sample })

@@ -35,6 +35,26 @@ impl fmt::Display for SettingsError {
 
 impl std::error::Error for SettingsError {}
 
+/// Largest settings file (config, manifest, thresholds file) read: far above any real one.
+pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
+
+/// What a non-regular file is, for messages.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// A TOML file's text, kept so that later checks can point at lines.
 #[derive(Debug, Clone)]
 pub struct TomlFile {
@@ -45,15 +65,44 @@ pub struct TomlFile {
 }
 
 impl TomlFile {
-    /// Read `path`; a missing or unreadable file is a [`SettingsError`] naming it.
+    /// Read `path`; a missing, unreadable, oversized or non-UTF-8 file, or one that is not a
+    /// regular file (a FIFO would block the read, a device like /dev/zero never end), is a
+    /// [`SettingsError`] naming it and saying what was expected.
     pub fn read(path: &Path) -> Result<TomlFile, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
-            file: path.to_path_buf(),
-            position: None,
-            key: None,
-            message: format!("cannot read file: {e}"),
+        let refuse = |message: String| SettingsError { file: path.to_path_buf(), position: None, key: None, message };
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => refuse("not found".into()),
+            _ => refuse(format!("cannot read file: {e}")),
         })?;
-        Ok(TomlFile { path: path.to_path_buf(), text })
+        if !meta.is_file() {
+            return Err(refuse(format!("is {}: expected a regular file", file_kind(&meta))));
+        }
+        if meta.len() > MAX_SETTINGS_FILE {
+            return Err(refuse(format!(
+                "is {} bytes: a settings file is at most {MAX_SETTINGS_FILE} bytes",
+                meta.len()
+            )));
+        }
+        // Read at most one byte past the limit, in case the file grows between the two calls.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SETTINGS_FILE + 1), &mut bytes))
+            .map_err(|e| refuse(format!("cannot read file: {e}")))?;
+        if bytes.len() as u64 > MAX_SETTINGS_FILE {
+            return Err(refuse(format!("is over {MAX_SETTINGS_FILE} bytes: a settings file is at most that")));
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(TomlFile { path: path.to_path_buf(), text }),
+            Err(e) => {
+                let good = e.utf8_error().valid_up_to();
+                let text = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
+                let at = TomlFile { path: path.to_path_buf(), text }.line_col(good);
+                Err(SettingsError {
+                    position: Some(at),
+                    ..refuse("not UTF-8 text here: expected a TOML file, which is UTF-8".into())
+                })
+            }
+        }
     }
 
     /// Deserialize the whole file into `T`. Unknown keys (with
@@ -90,6 +139,30 @@ impl TomlFile {
     /// An error about the file as a whole, or a key that has no position.
     pub fn error(&self, key: Option<String>, message: impl Into<String>) -> SettingsError {
         SettingsError { file: self.path.clone(), position: None, key, message: message.into() }
+    }
+
+    /// A number read from this file, checked against its stated range (which NaN and the
+    /// infinities never meet), or exactly 0 where `zero` says what 0 means ("off"). The one
+    /// check every fractional key goes through, so that no value can overflow a `Duration`
+    /// or make a loop spin, and every refusal reads the same: the value, the range, the unit.
+    pub fn number(
+        &self,
+        value: &toml::Spanned<f64>,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+        unit: &str,
+        zero: Option<&str>,
+    ) -> Result<f64, SettingsError> {
+        let v = *value.get_ref();
+        if range.contains(&v) || (zero.is_some() && v == 0.0) {
+            return Ok(v);
+        }
+        let or_zero = zero.map_or(String::new(), |z| format!("0 ({z}) or "));
+        Err(self.error_at(
+            value.span(),
+            key,
+            format!("{v}: expected {or_zero}{} to {} {unit}", range.start(), range.end()),
+        ))
     }
 
     /// 1-based line and column of a byte offset.

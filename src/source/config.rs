@@ -208,31 +208,23 @@ impl SourceSection {
         .collect()
     }
 
-    /// `fps`, checked: 0 (as fast as possible, or the camera's own rate) or a positive rate.
+    /// `fps`, checked: 0 (as fast as possible, or the camera's own rate) or 0.01 to 1000.
     pub(crate) fn fps(&self, file: &TomlFile) -> Result<f64, SettingsError> {
         let Some(fps) = &self.fps else { return Ok(0.0) };
-        let v = *fps.get_ref();
-        if !v.is_finite() || v < 0.0 {
-            return Err(file.error_at(
-                fps.span(),
-                "source.fps",
-                format!("{v}: expected 0 (as fast as possible, or the camera's own rate) or a positive rate"),
-            ));
-        }
-        Ok(v)
+        file.number(
+            fps,
+            "source.fps",
+            0.01..=1000.0,
+            "frames per second",
+            Some("as fast as possible, or the camera's own rate"),
+        )
     }
 
-    /// `watchdog_s` of a live source (default 2 s), checked.
+    /// `watchdog_s` of a live source (default 2 s), checked: 0.1 to 3600 seconds without a
+    /// frame before the source counts as lost.
     fn watchdog(&self, file: &TomlFile) -> Result<Duration, SettingsError> {
         let Some(w) = &self.watchdog_s else { return Ok(Duration::from_secs(2)) };
-        let v = *w.get_ref();
-        if !v.is_finite() || v < 0.1 {
-            return Err(file.error_at(
-                w.span(),
-                "source.watchdog_s",
-                format!("{v}: expected seconds without a frame before the camera counts as lost, at least 0.1"),
-            ));
-        }
+        let v = file.number(w, "source.watchdog_s", 0.1..=3600.0, "seconds without a frame", None)?;
         Ok(Duration::from_secs_f64(v))
     }
 

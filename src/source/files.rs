@@ -106,6 +106,26 @@ pub fn resolve_files(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
     Ok(files)
 }
 
+/// Largest image file replayed: a 4K PNG is a few tens of MB.
+pub const MAX_IMAGE_FILE: u64 = 64 << 20;
+
+/// Read the image file at `path` into `buf`, refusing what is not a regular file of at most
+/// [`MAX_IMAGE_FILE`] bytes. The open does not block: an entry swapped for a FIFO would
+/// otherwise wait for a writer forever, and no stop could end the run.
+pub fn read_image_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!("{}, expected a regular file", crate::tomlfile::file_kind(&meta))));
+    }
+    if meta.len() > MAX_IMAGE_FILE {
+        return Err(std::io::Error::other(format!("{} bytes, over the {MAX_IMAGE_FILE}-byte limit", meta.len())));
+    }
+    file.take(MAX_IMAGE_FILE).read_to_end(buf)?;
+    Ok(())
+}
+
 impl FrameSource for FilesSource {
     fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
         if self.next_index == self.files.len() {
@@ -127,8 +147,7 @@ impl FrameSource for FilesSource {
         let path = Arc::clone(&self.files[self.next_index]);
         self.next_index += 1;
         frame.data.clear();
-        let read = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut frame.data));
-        if let Err(e) = read {
+        if let Err(e) = read_image_file(&path, &mut frame.data) {
             log::warn!("source: cannot read {}: {e}; frame dropped", path.display());
             return Next::Dropped;
         }

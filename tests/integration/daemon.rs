@@ -109,7 +109,7 @@ fn source_keys_are_checked_for_their_kind() {
     );
     refused(
         &with_source("kind = \"pipe\"\npath = \"-\"\nformat = \"y4m\"\nwatchdog_s = 0\n"),
-        &["source.watchdog_s", "at least 0.1"],
+        &["source.watchdog_s", "0.1 to 3600 seconds"],
     );
 }
 
@@ -134,7 +134,7 @@ fn toml_syntax_error_is_refused() {
 fn missing_config_file_is_refused() {
     let out = vigil_output(&["run", "--config", "/nonexistent/vigil.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/nonexistent/vigil.toml: cannot read file"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/nonexistent/vigil.toml: not found"), "{}", stderr(&out));
 }
 
 #[test]
@@ -600,9 +600,10 @@ fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let pty = openpty();
-    // A status line every millisecond: ~45 kB/s, far beyond what the unread pty can take.
+    // A status line every 10 ms (the shortest period allowed): ~4.5 kB/s, far beyond what the unread
+    // pty at 9600 baud can take.
     let extra = format!(
-        "[stdout]\nformat = \"json\"\n\n[serial]\ndevice = \"{}\"\nbaud = 9600\nformat = \"text\"\n\n[status]\ninterval_s = 0.001\n",
+        "[stdout]\nformat = \"json\"\n\n[serial]\ndevice = \"{}\"\nbaud = 9600\nformat = \"text\"\n\n[status]\ninterval_s = 0.01\n",
         pty.slave_path
     );
     let cfg = write(dir.path(), "c.toml", &config_text(&samples(), &extra).replace("fps = 0", "fps = 0\nloop = true"));
@@ -618,12 +619,13 @@ fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
         }
         Some(serde_json::from_str(&line).unwrap())
     };
-    // 200 frames decided while nobody reads the serial line.
+    // 800 frames decided while nobody reads the serial line (long enough to fill its queue
+    // with status lines several times over).
     loop {
         let v = read_event(&mut stdout).expect("daemon still running");
         if v["type"] == "event" {
             stdout_events += 1;
-            if v["seq"].as_u64().unwrap() >= 200 {
+            if v["seq"].as_u64().unwrap() >= 800 {
                 break;
             }
         }
@@ -648,7 +650,8 @@ fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
     let wire = read_all_waiting(pty.master);
     let wire = String::from_utf8_lossy(&wire);
     let wire_events = wire.lines().filter(|l| l.starts_with("$VGEVT,")).count() as u64;
-    assert!(status_dropped > 100, "status lines went first: {summary}");
+    // (At the shortest status period allowed, 10 ms, a few dozen status lines are dropped here.)
+    assert!(status_dropped > 10, "status lines went first: {summary}");
     assert_eq!(
         wire_events + events_dropped,
         stdout_events,

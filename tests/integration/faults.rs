@@ -242,3 +242,150 @@ fn a_raw_pipe_frame_larger_than_the_read_buffer_is_refused_at_check() {
     assert!(err.contains("big.toml") && err.contains("source.width"), "{err}");
     assert!(err.contains("at most 33554432 bytes"), "{err}");
 }
+
+// ------------------------------------------------------------- reading without limits
+
+/// `vigil check` on `config`: it must end (not block) and refuse with every one of `needles`.
+fn check_refuses(config: &Path, needles: &[&str]) {
+    let child =
+        vigil().args(["check", "--config"]).arg(config).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let out = wait_bounded(child, &format!("vigil check --config {}", config.display()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in: {err}");
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn a_config_that_is_a_fifo_a_device_or_a_directory_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.toml");
+    mkfifo(&fifo);
+    check_refuses(&fifo, &["config.toml", "is a FIFO: expected a regular file"]);
+    check_refuses(Path::new("/dev/zero"), &["/dev/zero", "is a device: expected a regular file"]);
+    check_refuses(dir.path(), &["is a directory: expected a regular file"]);
+    check_refuses(&dir.path().join("absent.toml"), &["absent.toml", "not found"]);
+    let binary = dir.path().join("latin1.toml");
+    std::fs::write(&binary, b"[model]\nbundle = \"caf\xe9\"\n").unwrap();
+    check_refuses(&binary, &["latin1.toml:2:14", "not UTF-8"]);
+}
+
+#[test]
+fn numbers_out_of_their_range_are_refused_at_check_not_met_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = |extra: &str| {
+        format!(
+            "{}\n[source]\nkind = \"files\"\npath = \"{}\"\n{extra}",
+            crate::common::light_model_section(),
+            light_model_samples().display()
+        )
+    };
+    let pipe = |extra: &str| {
+        format!(
+            "{}\n[source]\nkind = \"pipe\"\npath = \"-\"\nformat = \"mjpeg\"\n{extra}",
+            crate::common::light_model_section()
+        )
+    };
+    for (text, needles) in [
+        // Duration::from_secs_f64(1 / 1e-300) panicked in `run`.
+        (files("fps = 1e-300\n"), ["source.fps", "expected 0 (as fast as possible"]),
+        (files("fps = nan\n"), ["source.fps", "0.01 to 1000"]),
+        (pipe("watchdog_s = 1e300\n"), ["source.watchdog_s", "0.1 to 3600"]),
+        // A tiny status period was a busy loop (118 MB of status lines in 3 s).
+        (files("\n[status]\ninterval_s = 0.0001\n"), ["status.interval_s", "0 (off) or 0.01 to 86400"]),
+    ] {
+        let cfg = write(dir.path(), "range.toml", &text);
+        check_refuses(&cfg, &needles);
+    }
+}
+
+#[test]
+fn a_files_entry_swapped_for_a_fifo_is_dropped_and_the_run_still_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let sample = std::fs::read_dir(light_model_samples())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "png"));
+    let sample = sample.expect("a PNG sample");
+    std::fs::copy(&sample, images.join("a.png")).unwrap();
+    std::fs::copy(&sample, images.join("b.png")).unwrap();
+    let text = format!(
+        "{}\n[source]\nkind = \"files\"\npath = \"{}\"\nfps = 20\nloop = true\n\n[status]\ninterval_s = 0.2\n",
+        crate::common::light_model_section(),
+        images.display()
+    );
+    let cfg = write(dir.path(), "c.toml", &text);
+    let log = dir.path().join("log.txt");
+    let child = vigil()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The listing is made at start; swap an entry for a FIFO under the running daemon.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(images.join("b.png")).unwrap();
+    mkfifo(&images.join("b.png"));
+    let deadline = Instant::now() + HANG;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("a FIFO, expected a regular file") {
+        assert!(Instant::now() < deadline, "no drop logged: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = wait_bounded(child, "vigil run after a FIFO entry");
+    assert_eq!(out.status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn an_image_whose_header_claims_a_huge_size_is_refused_before_decoding() {
+    // A real PNG's IHDR rewritten to 8192x8192 16-bit RGBA (512 MiB decoded), its CRC fixed:
+    // the header is all the decoder needs to allocate. `classify` peaked at 558 MB on it.
+    let sample = std::fs::read_dir(light_model_samples())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "png"));
+    let mut png = std::fs::read(sample.expect("a PNG sample")).unwrap();
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&8192u32.to_be_bytes());
+    png[20..24].copy_from_slice(&8192u32.to_be_bytes());
+    (png[24], png[25]) = (16, 6); // 16 bits per sample, RGBA
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.png");
+    std::fs::write(&huge, &png).unwrap();
+    // A JPEG cut in half: the decoder used to fill it with grey and score it.
+    let jpeg = std::fs::read(crate::common::root().join("models/mobilenetv2-imagenet/samples/coffee.jpg")).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+    let out = vigil()
+        .args(["classify", "--model"])
+        .arg(crate::common::root().join("models/elpv-solar"))
+        .args([&huge, &cut])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "images that cannot be decoded: exit 1; {err}");
+    assert!(err.contains("huge.png") && err.contains("over the 67108864-byte limit"), "{err}");
+    assert!(err.contains("cut.jpg") && err.contains("truncated JPEG"), "{err}");
+}
