@@ -115,19 +115,22 @@ fn out_of_range_gather_model() -> Vec<u8> {
     model.encode_to_vec()
 }
 
+/// The manifest of the bundle around [`out_of_range_gather_model`], with its normalisation.
+fn hostile_manifest(scale: &str, mean: &str, std: &str) -> String {
+    format!(
+        "name = \"hostile\"\nmodel = \"model.onnx\"\nlabels = [\"a\", \"b\"]\n\n[input]\nwidth = 8\nheight = 8\n\
+         channels = \"grey\"\nlayout = \"nchw\"\ndtype = \"f32\"\nscale = {scale}\nmean = [{mean}]\nstd = [{std}]\n\n\
+         [output]\nactivation = \"sigmoid\"\n\n[thresholds]\ndefault = {{ on = 0.5, off = 0.4 }}\n\n\
+         [provenance]\nsource = \"written by tests/integration/faults.rs\"\nlicence = \"same as vigil\"\n"
+    )
+}
+
 /// A bundle around [`out_of_range_gather_model`], and a config running it on real images.
 fn hostile_model_config(dir: &Path) -> PathBuf {
     let bundle = dir.join("bundle");
     std::fs::create_dir(&bundle).unwrap();
     std::fs::write(bundle.join("model.onnx"), out_of_range_gather_model()).unwrap();
-    write(
-        &bundle,
-        "model.toml",
-        "name = \"hostile\"\nmodel = \"model.onnx\"\nlabels = [\"a\", \"b\"]\n\n[input]\nwidth = 8\nheight = 8\n\
-         channels = \"grey\"\nlayout = \"nchw\"\ndtype = \"f32\"\nscale = 0.00392156862745098\nmean = [0.0]\nstd = [1.0]\n\n\
-         [output]\nactivation = \"sigmoid\"\n\n[thresholds]\ndefault = { on = 0.5, off = 0.4 }\n\n\
-         [provenance]\nsource = \"written by tests/integration/faults.rs\"\nlicence = \"same as vigil\"\n",
-    );
+    write(&bundle, "model.toml", &hostile_manifest("0.00392156862745098", "0.0", "1.0"));
     let text = format!(
         "[model]\nbundle = \"{}\"\nworkers = 2\n\n[source]\nkind = \"files\"\npath = \"{}\"\nfps = 0\nloop = true\n",
         bundle.display(),
@@ -388,4 +391,24 @@ fn an_image_whose_header_claims_a_huge_size_is_refused_before_decoding() {
     assert_eq!(out.status.code(), Some(1), "images that cannot be decoded: exit 1; {err}");
     assert!(err.contains("huge.png") && err.contains("over the 67108864-byte limit"), "{err}");
     assert!(err.contains("cut.jpg") && err.contains("truncated JPEG"), "{err}");
+}
+
+#[test]
+fn manifest_normalisation_values_that_make_garbage_scores_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = hostile_model_config(dir.path());
+    let bundle = cfg.parent().unwrap().join("bundle");
+    for (scale, mean, std, key) in [
+        ("0.0039", "nan", "1.0", "input.mean"),
+        ("0.0039", "inf", "1.0", "input.mean"),
+        ("0.0039", "0.5", "-0.2", "input.std"),
+        ("0.0039", "0.5", "1e-40", "input.std"),
+        ("nan", "0.5", "0.2", "input.scale"),
+    ] {
+        write(&bundle, "model.toml", &hostile_manifest(scale, mean, std));
+        let out = vigil().args(["inspect", "--model"]).arg(&bundle).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{scale} {mean} {std}: {err}");
+        assert!(err.contains("model.toml") && err.contains(key) && err.contains("expected"), "{err}");
+    }
 }
