@@ -316,6 +316,24 @@ mod tests {
     }
 
     #[test]
+    fn thresholds_are_checked_where_written_even_when_a_later_layer_shadows_them() {
+        // elpv-solar's manifest sets every label, so the config's default applies to none of
+        // them: a NaN there, or off above on, passed before and waited for the day it mattered.
+        let src = "[source]\nkind = \"files\"\npath = \"models/elpv-solar/samples\"\n";
+        let rules_refused = |extra: &str| {
+            let c = config(&format!("{src}{extra}")).unwrap();
+            let bundle = Bundle::load(&c.bundle_dir).unwrap();
+            c.rules(&bundle).expect_err("expected the thresholds to be refused").to_string()
+        };
+        let e = rules_refused("[thresholds]\ndefault = { on = nan }\n");
+        assert!(e.contains("thresholds.default.on") && e.contains("outside [0, 1]"), "{e}");
+        let e = rules_refused("[thresholds]\ndefault = { on = 0.3, off = 0.6 }\n");
+        assert!(e.contains("thresholds.default.off") && e.contains("expected off <= on"), "{e}");
+        let e = rules_refused("[thresholds.labels.defective]\non = 1.5\n");
+        assert!(e.contains("thresholds.labels.defective.on"), "{e}");
+    }
+
+    #[test]
     fn a_thresholds_file_not_written_yet_is_accepted_for_save_to_create() {
         // The packaged config's commented example names one; start-up must not need it to exist.
         let c = config(

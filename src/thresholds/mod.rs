@@ -125,6 +125,42 @@ pub fn rules_for(
     resolve(&bundle.labels, &layers)
 }
 
+/// Every threshold a layer gives, on its own: a score in [0, 1], and `off <= on` where one
+/// table gives both. Checked even where a later layer shadows the value, so that a bad
+/// number in a file is refused where it is written, not silently kept for the day the
+/// shadowing layer changes.
+fn check_given(layer: &ThresholdsLayer<'_>) -> Result<(), SettingsError> {
+    let tables = std::iter::once((format!("{}.default", layer.prefix), &layer.spec.default))
+        .chain(layer.spec.labels.iter().map(|(name, r)| (format!("{}.labels.{name}", layer.prefix), r)));
+    for (key, rule) in tables {
+        for (name, value) in [("on", &rule.on), ("off", &rule.off)] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(v.get_ref())
+            {
+                return Err(layer.file.error_at(
+                    v.span(),
+                    format!("{key}.{name}"),
+                    format!("threshold {} is outside [0, 1]: expected a score between 0 and 1", v.get_ref()),
+                ));
+            }
+        }
+        if let (Some(on), Some(off)) = (&rule.on, &rule.off)
+            && off.get_ref() > on.get_ref()
+        {
+            return Err(layer.file.error_at(
+                off.span(),
+                format!("{key}.off"),
+                format!(
+                    "off threshold {} is above its on threshold {}: expected off <= on",
+                    off.get_ref(),
+                    on.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Built-in rule: 0.5 on, 0.4 off, switch on at the first frame, off at the first frame below.
 pub const BUILTIN: LabelRule = LabelRule { on: 0.5, off: 0.4, min_frames: 1, window: 1, hold_ms: 0 };
 
@@ -134,6 +170,9 @@ pub const BUILTIN: LabelRule = LabelRule { on: 0.5, off: 0.4, min_frames: 1, win
 /// Per-label tables must name labels the model has; values must satisfy
 /// `0 <= off <= on <= 1`, `1 <= min_frames <= window <= 64`.
 pub fn resolve(labels: &[String], layers: &[ThresholdsLayer<'_>]) -> Result<Vec<LabelRule>, SettingsError> {
+    for layer in layers {
+        check_given(layer)?;
+    }
     for layer in layers {
         for name in layer.spec.labels.keys() {
             if !labels.iter().any(|l| l == name) {
