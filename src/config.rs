@@ -18,6 +18,7 @@ use crate::sink::{GpioSection, SerialSection, StdoutSection};
 use crate::source::{SourceConfig, SourceSection};
 use crate::thresholds::{self, ThresholdsFile, ThresholdsLayer, ThresholdsSpec};
 use crate::tomlfile::{SettingsError, TomlFile};
+use crate::util::file::{check_regular, kind_name};
 
 /// Most inference workers a config may ask for.
 pub const MAX_WORKERS: usize = 64;
@@ -119,21 +120,23 @@ impl Config {
         let c: ConfigFile = file.parse()?;
         let bundle_dir = file.resolve(c.model.bundle.get_ref());
         if !bundle_dir.is_dir() {
+            let what = std::fs::metadata(&bundle_dir).map_or("not found", |m| kind_name(m.file_type()));
+            let what = if what == "not found" { what.to_string() } else { format!("is {what}") };
             return Err(file.error_at(
                 c.model.bundle.span(),
                 "model.bundle",
-                format!("model bundle `{}` not found: expected a directory holding model.toml", bundle_dir.display()),
+                format!("model bundle `{}` {what}: expected a directory holding model.toml", bundle_dir.display()),
             ));
         }
         let thresholds_file = match &c.model.thresholds {
             Some(t) => {
                 let path = file.resolve(t.get_ref());
-                if !path.is_file() {
+                if let Err(e) = check_regular(&path) {
                     return Err(file.error_at(
                         t.span(),
                         "model.thresholds",
                         format!(
-                            "thresholds file `{}` not found: expected a TOML file with a [thresholds] table (paths are relative to this config)",
+                            "thresholds file `{}` {e}: expected a TOML file with a [thresholds] table (paths are relative to this config)",
                             path.display()
                         ),
                     ));

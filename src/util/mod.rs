@@ -1,8 +1,10 @@
 //! Small helpers that several stages share and none owns: reconnect backoff,
-//! rate-limited warnings, and atomic file replacement.
+//! rate-limited warnings, atomic file replacement, and bounded reading of
+//! regular files.
 
 pub mod atomic_write;
 pub mod backoff;
+pub mod file;
 pub mod log_limit;
 
 pub use atomic_write::{Written, write_atomically};
