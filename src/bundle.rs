@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use crate::thresholds::ThresholdsSpec;
 use crate::tomlfile::{SettingsError, TomlFile};
+use crate::util::file::{MAX_TEXT_BYTES, check_regular, kind_name, read_regular_vec};
 
 /// Name of the manifest inside a bundle directory.
 pub const MANIFEST: &str = "model.toml";
@@ -219,25 +220,26 @@ impl Bundle {
     /// Read and check `dir/model.toml`: fields, label list, input spec, files present.
     pub fn load(dir: &Path) -> Result<Bundle, SettingsError> {
         if !dir.is_dir() {
+            let what =
+                std::fs::metadata(dir).map_or("not found".to_string(), |m| format!("is {}", kind_name(m.file_type())));
             return Err(SettingsError {
                 file: dir.to_path_buf(),
                 position: None,
                 key: None,
-                message: "model bundle not found: expected a directory holding model.toml and the ONNX file".into(),
+                message: format!("model bundle {what}: expected a directory holding model.toml and the ONNX file"),
             });
         }
         let file = TomlFile::read(&dir.join(MANIFEST))?;
         let m: Manifest = file.parse()?;
         let existing = |s: &Spanned<String>, key: &str| -> Result<PathBuf, SettingsError> {
             let p = file.resolve(s.get_ref());
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(file.error_at(
+            match check_regular(&p) {
+                Ok(()) => Ok(p),
+                Err(e) => Err(file.error_at(
                     s.span(),
                     key,
-                    format!("file `{}` not found: expected a file in the bundle", p.display()),
-                ))
+                    format!("file `{}` {e}: expected a file in the bundle", p.display()),
+                )),
             }
         };
         let model_fp32 = existing(&m.model, "model")?;
@@ -246,9 +248,9 @@ impl Bundle {
             (Some(l), None) => l.clone(),
             (None, Some(f)) => {
                 let path = existing(f, "labels_file")?;
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    file.error_at(f.span(), "labels_file", format!("cannot read `{}`: {e}", path.display()))
-                })?;
+                let bytes = read_regular_vec(&path, MAX_TEXT_BYTES, "the limit for a label list")
+                    .map_err(|e| file.error_at(f.span(), "labels_file", format!("`{}` {e}", path.display())))?;
+                let text = TomlFile::from_bytes(&path, bytes)?.text;
                 text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
             }
             _ => {

@@ -10,6 +10,7 @@ use crate::decide::LabelRule;
 use crate::engine::{InferenceWorker, InputTensor};
 use crate::frame::{Frame, PixelFormat};
 use crate::preprocess::Preprocessor;
+use crate::util::file::{MAX_IMAGE_FILE_BYTES, read_regular_vec};
 
 /// A label and its score.
 #[derive(Debug, Clone, Serialize)]
@@ -58,9 +59,13 @@ impl Classifier<'_> {
             ImageResult { image: path.to_path_buf(), error: None, top: vec![], detected: vec![], scores: vec![] };
         let mut frame = Frame::empty();
         frame.format = PixelFormat::Encoded;
-        if let Err(e) = crate::source::files::read_image_file(path, &mut frame.data) {
-            result.error = Some(format!("cannot read: {e}"));
-            return result;
+        // A FIFO, a device or a huge file named on the command line is refused, never waited on.
+        match read_regular_vec(path, MAX_IMAGE_FILE_BYTES, "the limit for an image file") {
+            Ok(bytes) => frame.data = bytes,
+            Err(e) => {
+                result.error = Some(e.to_string());
+                return result;
+            }
         }
         if let Err(e) = self.pre.run(&frame, self.input.as_mut_slice()) {
             result.error = Some(e.to_string());

@@ -6,6 +6,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+use serde_path_to_error::{Path as KeyPath, Segment};
+
+use crate::util::file::{MAX_TEXT_BYTES, read_regular_vec};
 
 /// A refused settings file: where, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,26 +38,6 @@ impl fmt::Display for SettingsError {
 
 impl std::error::Error for SettingsError {}
 
-/// Largest settings file (config, manifest, thresholds file) read: far above any real one.
-pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
-
-/// What a non-regular file is, for messages.
-pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// A TOML file's text, kept so that later checks can point at lines.
 #[derive(Debug, Clone)]
 pub struct TomlFile {
@@ -65,41 +48,40 @@ pub struct TomlFile {
 }
 
 impl TomlFile {
-    /// Read `path`; a missing, unreadable, oversized or non-UTF-8 file, or one that is not a
-    /// regular file (a FIFO would block the read, a device like /dev/zero never end), is a
-    /// [`SettingsError`] naming it and saying what was expected.
+    /// Read `path`; a missing or unreadable file, one that is not a regular file
+    /// (a FIFO, a directory, a device) or is larger than
+    /// [`MAX_TEXT_BYTES`](crate::util::file::MAX_TEXT_BYTES), and text that is not
+    /// UTF-8 (with the line and column of the first bad byte) are each a
+    /// [`SettingsError`] naming the file. Never blocks.
     pub fn read(path: &Path) -> Result<TomlFile, SettingsError> {
-        let refuse = |message: String| SettingsError { file: path.to_path_buf(), position: None, key: None, message };
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => refuse("not found".into()),
-            _ => refuse(format!("cannot read file: {e}")),
+        let bytes = read_regular_vec(path, MAX_TEXT_BYTES, "the limit for a TOML file").map_err(|e| SettingsError {
+            file: path.to_path_buf(),
+            position: None,
+            key: None,
+            message: e.to_string(),
         })?;
-        if !meta.is_file() {
-            return Err(refuse(format!("is {}: expected a regular file", file_kind(&meta))));
-        }
-        if meta.len() > MAX_SETTINGS_FILE {
-            return Err(refuse(format!(
-                "is {} bytes: a settings file is at most {MAX_SETTINGS_FILE} bytes",
-                meta.len()
-            )));
-        }
-        // Read at most one byte past the limit, in case the file grows between the two calls.
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SETTINGS_FILE + 1), &mut bytes))
-            .map_err(|e| refuse(format!("cannot read file: {e}")))?;
-        if bytes.len() as u64 > MAX_SETTINGS_FILE {
-            return Err(refuse(format!("is over {MAX_SETTINGS_FILE} bytes: a settings file is at most that")));
-        }
+        TomlFile::from_bytes(path, bytes)
+    }
+
+    /// The text of `bytes` read from `path`; not UTF-8 is refused at the first bad byte.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<TomlFile, SettingsError> {
         match String::from_utf8(bytes) {
             Ok(text) => Ok(TomlFile { path: path.to_path_buf(), text }),
             Err(e) => {
                 let good = e.utf8_error().valid_up_to();
-                let text = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
-                let at = TomlFile { path: path.to_path_buf(), text }.line_col(good);
+                // The valid prefix is text; count lines and columns in it.
+                let prefix = TomlFile {
+                    path: path.to_path_buf(),
+                    text: String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned(),
+                };
                 Err(SettingsError {
-                    position: Some(at),
-                    ..refuse("not UTF-8 text here: expected a TOML file, which is UTF-8".into())
+                    file: path.to_path_buf(),
+                    position: Some(prefix.line_col(good)),
+                    key: None,
+                    message: format!(
+                        "byte 0x{:02x} is not valid UTF-8: expected a UTF-8 text file",
+                        e.as_bytes()[good]
+                    ),
                 })
             }
         }
@@ -111,19 +93,20 @@ impl TomlFile {
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {
         let de = toml::Deserializer::parse(&self.text).map_err(|e| self.toml_error(&e, None))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let key = (!path.is_empty() && path != ".").then_some(path);
+            let key = key_path(e.path());
             self.toml_error(e.inner(), key)
         })
     }
 
     fn toml_error(&self, e: &toml::de::Error, key: Option<String>) -> SettingsError {
-        SettingsError {
-            file: self.path.clone(),
-            position: e.span().map(|s| self.line_col(s.start)),
-            key,
-            message: e.message().trim().to_string(),
+        let mut message = e.message().trim().to_string();
+        if message == "duplicate key"
+            && let Some(name) = e.span().and_then(|s| self.text.get(s)).map(str::trim).filter(|n| !n.is_empty())
+        {
+            // toml says only "duplicate key"; its span is the key as written, so name it.
+            message = format!("duplicate key `{name}`: each key may be given once per table");
         }
+        SettingsError { file: self.path.clone(), position: e.span().map(|s| self.line_col(s.start)), key, message }
     }
 
     /// An error about the value at `span` (from a `toml::Spanned` field).
@@ -167,7 +150,12 @@ impl TomlFile {
 
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
+        let mut end = offset.min(self.text.len());
+        // A span never splits a character, but an offset from elsewhere might: never panic on it.
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let before = &self.text[..end];
         let line = before.matches('\n').count() + 1;
         let col = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
         (line, col)
@@ -180,6 +168,34 @@ impl TomlFile {
     }
 }
 
+/// A dotted key path (`thresholds.labels."traffic light".on`, `gpio.outputs[0].pulse_ms`) from
+/// the deserializer's path, without the segments `toml::Spanned` adds
+/// (`$__serde_spanned_private_value`), which name no key a user wrote.
+fn key_path(path: &KeyPath) -> Option<String> {
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key.starts_with("$__serde_spanned_private") {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if bare {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&format!("{key:?}"));
+                }
+            }
+            Segment::Unknown => {}
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +206,70 @@ mod tests {
         assert_eq!(f.line_col(0), (1, 1));
         assert_eq!(f.line_col(6), (2, 1));
         assert_eq!(f.line_col(11), (2, 6));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        section: Option<Section>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Section {
+        n: Option<toml::Spanned<u32>>,
+        list: Option<Vec<toml::Spanned<u32>>>,
+        name: Option<String>,
+    }
+
+    fn refused(text: &str) -> SettingsError {
+        TomlFile { path: "t.toml".into(), text: text.into() }.parse::<Doc>().unwrap_err()
+    }
+
+    #[test]
+    fn key_paths_name_only_what_the_user_wrote() {
+        let e = refused("[section]\nn = \"x\"\n");
+        assert_eq!(e.key.as_deref(), Some("section.n"), "{e}");
+        assert!(!e.to_string().contains("serde_spanned"), "{e}");
+        assert_eq!(e.position, Some((2, 5)), "{e}");
+        let e = refused("[section]\nlist = [1, \"x\"]\n");
+        assert_eq!(e.key.as_deref(), Some("section.list[1]"), "{e}");
+        assert!(!e.to_string().contains("serde_spanned"), "{e}");
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named() {
+        let e = refused("[section]\nname = \"a\"\nname = \"b\"\n").to_string();
+        assert!(e.contains("t.toml:3:1") && e.contains("duplicate key `name`"), "{e}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_at_its_line_and_column() {
+        let e = TomlFile::from_bytes(Path::new("t.toml"), b"a = 1\nb = \"\xe9t\xe9\"\n".to_vec()).unwrap_err();
+        assert_eq!(e.position, Some((2, 6)), "{e}");
+        assert!(e.to_string().starts_with("t.toml:2:6: byte 0xe9 is not valid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn reading_refuses_what_is_not_a_regular_file_and_says_what_it_is() {
+        let d = tempfile::tempdir().unwrap();
+        let e = TomlFile::read(d.path()).unwrap_err().to_string();
+        assert!(e.ends_with(": is a directory, expected a regular file"), "{e}");
+        let e = TomlFile::read(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert_eq!(e, "/dev/zero: is a character device, expected a regular file");
+        let e = TomlFile::read(&d.path().join("absent.toml")).unwrap_err().to_string();
+        assert!(e.ends_with("absent.toml: not found"), "{e}");
+        let big = d.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_TEXT_BYTES as usize + 1]).unwrap();
+        let e = TomlFile::read(&big).unwrap_err().to_string();
+        assert!(e.contains("is larger than 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn line_col_never_splits_a_character() {
+        let f = TomlFile { path: "x.toml".into(), text: "é = 1".into() };
+        assert_eq!(f.line_col(1), (1, 1));
     }
 }

@@ -25,6 +25,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::util::file::{MAX_CSV_BYTES, read_regular_vec};
+
 /// Directory-layout folder for images that have none of the labels.
 pub const NONE_DIR: &str = "_none";
 
@@ -172,14 +174,20 @@ impl LabelledSet {
         let index = LabelIndex::new(model_labels);
         let set = if path.is_dir() {
             load_directory(path, &index)?
-        } else if path.is_file() {
-            load_csv(path, &index)?
         } else {
-            return Err(SetError::one(
-                path,
-                path.display().to_string(),
-                "not found: expected a CSV file (`path,labels` or `path` + 0/1 label columns) or a directory with one subdirectory per label",
-            ));
+            // Read whole and bounded: a FIFO or a device named as the set is refused, not waited on.
+            match read_regular_vec(path, MAX_CSV_BYTES, "the limit for a labelled-set CSV") {
+                Ok(bytes) => load_csv(path, &bytes, &index)?,
+                Err(e) => {
+                    return Err(SetError::one(
+                        path,
+                        path.display().to_string(),
+                        format!(
+                            "{e}: expected a CSV file (`path,labels` or `path` + 0/1 label columns) or a directory with one subdirectory per label"
+                        ),
+                    ));
+                }
+            }
         };
         if set.images.is_empty() {
             return Err(SetError::one(
@@ -201,14 +209,13 @@ fn at_line(file: &Path, record: &csv::StringRecord) -> String {
     }
 }
 
-fn load_csv(file: &Path, index: &LabelIndex<'_>) -> Result<LabelledSet, SetError> {
+fn load_csv(file: &Path, bytes: &[u8], index: &LabelIndex<'_>) -> Result<LabelledSet, SetError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
         .comment(Some(b'#'))
-        .from_path(file)
-        .map_err(|e| SetError::one(file, file.display().to_string(), format!("cannot read: {e}")))?;
+        .from_reader(bytes);
     let base = file.parent().unwrap_or(Path::new("."));
     let mut records = Vec::new();
     for r in reader.records() {

@@ -1,6 +1,5 @@
 //! Replays image files (one file, a directory, or a glob), optionally looped, at a set rate.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use super::{FrameSource, Next, SourceError};
 use crate::frame::{Frame, PixelFormat};
 use crate::stop::StopFlag;
 use crate::tomlfile::{SettingsError, TomlFile};
+use crate::util::file::{MAX_IMAGE_FILE_BYTES, read_regular};
 
 /// File extensions replayed when the source names a directory.
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -106,26 +106,6 @@ pub fn resolve_files(spec: &str) -> Result<Vec<PathBuf>, SourceError> {
     Ok(files)
 }
 
-/// Largest image file replayed: a 4K PNG is a few tens of MB.
-pub const MAX_IMAGE_FILE: u64 = 64 << 20;
-
-/// Read the image file at `path` into `buf`, refusing what is not a regular file of at most
-/// [`MAX_IMAGE_FILE`] bytes. The open does not block: an entry swapped for a FIFO would
-/// otherwise wait for a writer forever, and no stop could end the run.
-pub fn read_image_file(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other(format!("{}, expected a regular file", crate::tomlfile::file_kind(&meta))));
-    }
-    if meta.len() > MAX_IMAGE_FILE {
-        return Err(std::io::Error::other(format!("{} bytes, over the {MAX_IMAGE_FILE}-byte limit", meta.len())));
-    }
-    file.take(MAX_IMAGE_FILE).read_to_end(buf)?;
-    Ok(())
-}
-
 impl FrameSource for FilesSource {
     fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
         if self.next_index == self.files.len() {
@@ -146,9 +126,11 @@ impl FrameSource for FilesSource {
         }
         let path = Arc::clone(&self.files[self.next_index]);
         self.next_index += 1;
-        frame.data.clear();
-        if let Err(e) = read_image_file(&path, &mut frame.data) {
-            log::warn!("source: cannot read {}: {e}; frame dropped", path.display());
+        // The list was made at start; an entry may since have been swapped for a FIFO, a
+        // directory or a huge file. Each is a dropped frame: opening never waits for a FIFO's
+        // writer (the stop would wait with it), and the read is bounded.
+        if let Err(e) = read_regular(&path, MAX_IMAGE_FILE_BYTES, "the limit for an image file", &mut frame.data) {
+            log::warn!("source: {} {e}; frame dropped", path.display());
             return Next::Dropped;
         }
         frame.format = PixelFormat::Encoded;
@@ -170,5 +152,43 @@ impl FrameSource for FilesSource {
                 None => String::from(", as fast as possible"),
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn sample() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/elpv-solar/samples/cell0002.128.png")
+    }
+
+    #[test]
+    fn an_entry_swapped_for_a_fifo_or_a_directory_is_a_dropped_frame_not_a_hang() {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["a.png", "b.png", "c.png"] {
+            std::fs::copy(sample(), d.path().join(name)).unwrap();
+        }
+        let spec = FilesSpec { pattern: d.path().to_string_lossy().into_owned(), fps: 0.0, looped: false };
+        let mut source = FilesSource::new(&spec, Instant::now()).unwrap();
+        // After the list is made: a.png becomes a FIFO nobody writes to, b.png a directory.
+        let a = d.path().join("a.png");
+        std::fs::remove_file(&a).unwrap();
+        let c = CString::new(a.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::fs::remove_file(d.path().join("b.png")).unwrap();
+        std::fs::create_dir(d.path().join("b.png")).unwrap();
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let stop = StopFlag::new();
+            let mut frame = Frame::empty();
+            let got: Vec<Next> = (0..4).map(|_| source.next_frame(&mut frame, &stop)).collect();
+            let _ = done.send((got, frame.data.len()));
+        });
+        let (got, last_len) = result.recv_timeout(Duration::from_secs(5)).expect("the source blocked on a FIFO");
+        assert_eq!(got, [Next::Dropped, Next::Dropped, Next::Frame, Next::End]);
+        assert_eq!(last_len as u64, std::fs::metadata(sample()).unwrap().len());
     }
 }

@@ -16,6 +16,7 @@ use toml_edit::{DocumentMut, Item, Table, value};
 
 use super::ThresholdsSpec;
 use crate::tomlfile::{SettingsError, TomlFile};
+use crate::util::file::{MAX_TEXT_BYTES, ReadError, read_regular_vec};
 use crate::util::{Written, write_atomically};
 
 /// A thresholds file: TOML holding only a `[thresholds]` table.
@@ -75,10 +76,13 @@ pub fn as_decimal(x: f32) -> f64 {
 
 /// The current text of `path`, or `None` when there is no such file yet.
 pub fn read_existing(path: &Path) -> Result<Option<String>, WriteError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(WriteError { path: path.to_path_buf(), reason: format!("cannot read it: {e}") }),
+    let fail = |reason: String| WriteError { path: path.to_path_buf(), reason };
+    match read_regular_vec(path, MAX_TEXT_BYTES, "the limit for a TOML file") {
+        Ok(bytes) => {
+            String::from_utf8(bytes).map(Some).map_err(|_| fail("it is not UTF-8 text, left unchanged".into()))
+        }
+        Err(ReadError::NotFound) => Ok(None),
+        Err(e) => Err(fail(format!("it {e}, left unchanged"))),
     }
 }
 

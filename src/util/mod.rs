@@ -1,8 +1,10 @@
 //! Small helpers that several stages share and none owns: reconnect backoff,
-//! rate-limited warnings, atomic file replacement, and the message of a caught panic.
+//! rate-limited warnings, atomic file replacement, bounded reading of regular
+//! files, and the message of a caught panic.
 
 pub mod atomic_write;
 pub mod backoff;
+pub mod file;
 pub mod log_limit;
 pub mod panic;
 
