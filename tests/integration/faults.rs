@@ -333,8 +333,13 @@ fn a_files_entry_swapped_for_a_fifo_is_dropped_and_the_run_still_stops() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    // The listing is made at start; swap an entry for a FIFO under the running daemon.
-    std::thread::sleep(Duration::from_millis(300));
+    // The listing is made at start; once the daemon says its source is open (after it loads
+    // the model, which takes a while under qemu-user), swap an entry for a FIFO under it.
+    let deadline = Instant::now() + HANG;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("source: files") {
+        assert!(Instant::now() < deadline, "vigil did not start: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::remove_file(images.join("b.png")).unwrap();
     mkfifo(&images.join("b.png"));
     let deadline = Instant::now() + HANG;
