@@ -267,7 +267,7 @@ mod tests {
             config("[source]\nkind = \"pipe\"\npath = \"-\"\nformat = \"i420\"\nwidth = 64\nheight = 48\n").unwrap();
         let SourceConfig::Pipe(p, watchdog) = &c.source else { panic!("{:?}", c.source) };
         assert_eq!(
-            (p.path.as_str(), p.format, p.width, p.height),
+            (p.path.as_str(), p.stream.format, p.stream.width, p.stream.height),
             ("-", StreamFormat::Raw(crate::frame::PixelFormat::I420), 64, 48)
         );
         assert!(!p.reopen_at_end);

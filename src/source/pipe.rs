@@ -56,14 +56,8 @@ pub enum OnEnd {
 pub struct PipeSpec {
     /// A path (FIFO or file), or `-` for standard input.
     pub path: String,
-    /// The stream format.
-    pub format: StreamFormat,
-    /// Frame size of raw streams.
-    pub width: u32,
-    /// Frame size of raw streams.
-    pub height: u32,
-    /// How YUV samples are to be read (Y4M's `XCOLORRANGE=FULL` overrides the range).
-    pub colour: YuvColour,
+    /// What the stream carries (Y4M's `XCOLORRANGE=FULL` overrides the colour range).
+    pub stream: StreamKeys,
     /// At the end of the stream, reopen and wait for the next writer (FIFO) instead of ending the run.
     pub reopen_at_end: bool,
 }
@@ -157,24 +151,15 @@ impl PipeSpec {
         }
         Ok(PipeSpec {
             path: if stdin { "-".into() } else { file.resolve(p.get_ref()).to_string_lossy().into_owned() },
-            format: stream.format,
-            width: stream.width,
-            height: stream.height,
-            colour: stream.colour,
+            stream,
             reopen_at_end: on_end == OnEnd::Reopen,
         })
     }
 
-    /// A spec for a stream that arrives on an already open descriptor (a child's stdout).
-    pub fn for_stream(stream: StreamKeys, name: String) -> PipeSpec {
-        PipeSpec {
-            path: name,
-            format: stream.format,
-            width: stream.width,
-            height: stream.height,
-            colour: stream.colour,
-            reopen_at_end: false,
-        }
+    /// A spec for `stream` at `path`, ending at the end of the stream (for a stream on an
+    /// already open descriptor, such as a child's stdout, `path` only names it in messages).
+    pub fn for_stream(stream: StreamKeys, path: String) -> PipeSpec {
+        PipeSpec { path, stream, reopen_at_end: false }
     }
 }
 
@@ -229,8 +214,8 @@ impl PipeCapture {
 
     /// The stream's format for log lines: `MJPEG`, `Y4M`, `raw I420 640x480`.
     pub fn stream_description(&self) -> String {
-        match self.spec.format {
-            StreamFormat::Raw(f) => format!("raw {f:?} {}x{}", self.spec.width, self.spec.height),
+        match self.spec.stream.format {
+            StreamFormat::Raw(f) => format!("raw {f:?} {}x{}", self.spec.stream.width, self.spec.stream.height),
             StreamFormat::Mjpeg => "MJPEG".into(),
             StreamFormat::Y4m => "Y4M".into(),
         }
@@ -298,8 +283,8 @@ impl PipeCapture {
     /// The read buffer's most: two of the largest frames this stream can carry (both
     /// checked against [`MAX_RAW_FRAME`] / [`MAX_ENCODED_FRAME`] before they get here).
     fn buffer_limit(&self) -> usize {
-        let frame = match (self.spec.format, self.y4m) {
-            (StreamFormat::Raw(f), _) => f.frame_len(self.spec.width, self.spec.height).unwrap_or(0),
+        let frame = match (self.spec.stream.format, self.y4m) {
+            (StreamFormat::Raw(f), _) => f.frame_len(self.spec.stream.width, self.spec.stream.height).unwrap_or(0),
             (StreamFormat::Y4m, Some((f, w, h, _))) => f.frame_len(w, h).unwrap_or(0) + MAX_Y4M_LINE,
             _ => 0,
         };
@@ -307,13 +292,13 @@ impl PipeCapture {
     }
 
     fn parse(&mut self, frame: &mut Frame) -> Parsed {
-        match self.spec.format {
+        match self.spec.stream.format {
             StreamFormat::Raw(format) => {
-                let n = format.frame_len(self.spec.width, self.spec.height).expect("raw format");
+                let n = format.frame_len(self.spec.stream.width, self.spec.stream.height).expect("raw format");
                 if self.end - self.start < n {
                     return Parsed::NeedMore;
                 }
-                let (w, h, colour) = (self.spec.width, self.spec.height, self.spec.colour);
+                let (w, h, colour) = (self.spec.stream.width, self.spec.stream.height, self.spec.stream.colour);
                 self.take_frame(frame, n, format, w, h, colour);
                 Parsed::Frame
             }
@@ -437,7 +422,7 @@ impl PipeCapture {
         };
         let line = &data[..nl];
         if line.starts_with(b"YUV4MPEG2") {
-            match parse_y4m_header(line, self.spec.colour) {
+            match parse_y4m_header(line, self.spec.stream.colour) {
                 Ok(h) => {
                     self.y4m = Some(h);
                     self.start += nl + 1;
@@ -596,14 +581,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stream");
         std::fs::write(&path, bytes).unwrap();
-        let spec = PipeSpec {
-            path: path.to_string_lossy().into_owned(),
-            format,
-            width,
-            height,
-            colour: YuvColour::default(),
-            reopen_at_end: false,
-        };
+        let stream = StreamKeys { format, width, height, colour: YuvColour::default() };
+        let spec = PipeSpec::for_stream(stream, path.to_string_lossy().into_owned());
         let mut capture = PipeCapture::new(spec);
         capture.open().unwrap();
         let mut frame = Frame::empty();

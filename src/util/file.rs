@@ -21,7 +21,7 @@ pub const MAX_TEXT_BYTES: u64 = 1 << 20;
 /// Largest labelled-set CSV read by `vigil eval` and `vigil calibrate`.
 pub const MAX_CSV_BYTES: u64 = 64 << 20;
 /// Largest encoded image file read (files source, `classify`, `eval`); the decoded
-/// size has its own limit ([`crate::preprocess::MAX_DECODED_BYTES`]).
+/// size has its own limit ([`crate::preprocess::MAX_DECODED`]).
 pub const MAX_IMAGE_FILE_BYTES: u64 = 32 << 20;
 
 /// Why a file could not be read.
