@@ -15,11 +15,22 @@ pub struct Health {
     pub source_lost: AtomicBool,
     /// Times the source was lost since the start.
     pub source_outages: AtomicU64,
+    /// When the source was last declared lost, on the clock of the frames' `t_ms`: a frame
+    /// captured by then that is decided after the labels were forgotten is late, not news.
+    pub source_lost_at_ms: AtomicU64,
     /// The last inference failed.
     pub engine_failing: AtomicBool,
 }
 
 impl Health {
+    /// Declare the source lost at `t_ms` (the frames' clock): one outage more.
+    pub fn lose_source(&self, t_ms: u64) {
+        self.source_lost_at_ms.store(t_ms, Ordering::Relaxed);
+        self.source_outages.fetch_add(1, Ordering::Relaxed);
+        // Release: whoever sees the loss sees when it happened.
+        self.source_lost.store(true, Ordering::Release);
+    }
+
     /// Whether something is wrong that a fault output should show.
     pub fn fault(&self) -> bool {
         self.source_lost.load(Ordering::Relaxed) || self.engine_failing.load(Ordering::Relaxed)
@@ -107,6 +118,9 @@ pub struct Counters {
     pub dropped_corrupt: u64,
     /// Frames on which inference failed.
     pub dropped_engine: u64,
+    /// Frames captured before the source was lost that reached the decide stage after
+    /// their labels had been switched off for the loss.
+    pub dropped_late: u64,
     /// State changes emitted.
     pub events: u64,
 }
@@ -114,7 +128,7 @@ pub struct Counters {
 impl Counters {
     /// All dropped frames.
     pub fn dropped(&self) -> u64 {
-        self.dropped_source + self.dropped_corrupt + self.dropped_engine
+        self.dropped_source + self.dropped_corrupt + self.dropped_engine + self.dropped_late
     }
 }
 

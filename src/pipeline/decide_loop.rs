@@ -42,6 +42,10 @@ pub struct DecideLoop {
     forget_at: Option<u64>,
     /// The source is lost and the labels were (or will be) forgotten.
     lost: bool,
+    /// When the last loss happened (frames' clock), once its labels were forgotten.
+    lost_at_ms: u64,
+    /// The labels were forgotten for `lost_at_ms`: frames captured by then are late.
+    forgotten: bool,
 }
 
 impl DecideLoop {
@@ -65,6 +69,8 @@ impl DecideLoop {
             source,
             forget_at: None,
             lost: false,
+            lost_at_ms: 0,
+            forgotten: false,
         }
     }
 
@@ -145,16 +151,25 @@ impl DecideLoop {
     /// go to their inactive level) once the frames captured before are decided, and decide
     /// afresh from the frames that come after: a lost camera means the scene is unknown, not
     /// unchanged. Checked at least every 200 ms (the loop's tick) and after each frame.
+    ///
+    /// A frame captured just before the loss may be numbered only after this loop saw the loss
+    /// (it sat in the capture slot): it comes after the forgetting and is dropped as late
+    /// ([`Self::is_late`]), or it would switch a label back on for a camera that is gone.
     fn follow_source(&mut self) {
-        let lost = self.out.health.source_lost.load(Ordering::Relaxed);
+        let health = &self.out.health;
+        // Acquire: pairs with `Health::lose_source`, so `source_lost_at_ms` is this loss's.
+        let lost = health.source_lost.load(Ordering::Acquire);
         if lost && !self.lost {
             self.lost = true;
+            self.lost_at_ms = health.source_lost_at_ms.load(Ordering::Relaxed);
+            self.forgotten = false;
             self.forget_at = Some(self.source.next_seq.load(Ordering::Relaxed));
         } else if !lost {
             self.lost = false;
         }
         if self.forget_at.is_some_and(|at| self.next_seq >= at) {
             self.forget_at = None;
+            self.forgotten = true;
             self.events.clear();
             let t_ms = self.started.elapsed().as_millis() as u64;
             // The events belong to the last frame decided: nothing newer was seen.
@@ -194,6 +209,7 @@ impl DecideLoop {
             let Some(mut done) = self.ring[slot].take() else { return };
             self.next_seq += 1;
             match done.result {
+                Ok(()) if self.is_late(&done) => self.counters.dropped_late += 1,
                 Ok(()) => {
                     self.decide(&mut done);
                     self.out.health.engine_failing.store(false, Ordering::Relaxed);
@@ -207,6 +223,11 @@ impl DecideLoop {
             }
             let _ = ends.free_scores.send(done.scores);
         }
+    }
+
+    /// Whether `done` was captured before a loss whose labels were already switched off.
+    fn is_late(&self, done: &Done) -> bool {
+        self.forgotten && done.t_ms <= self.lost_at_ms
     }
 
     /// Decide one scored frame and write its events.

@@ -508,17 +508,24 @@ mod tests {
     struct LosesItsCamera {
         next: u64,
         health: Arc<Health>,
+        /// Deliver, after the outage, one frame captured before it (it sat in the capture slot).
+        late_frame: bool,
     }
 
     impl FrameSource for LosesItsCamera {
         fn next_frame(&mut self, frame: &mut Frame, stop: &StopFlag) -> Next {
+            // Captured 10 ms apart; the camera goes at 95 ms; frames after it from 1 s on.
+            frame.t_ms = if self.next < 10 { self.next * 10 } else { 1000 + self.next * 10 };
             if self.next == 10 {
                 // The watchdog declares the camera lost; nothing arrives for a while.
-                self.health.source_lost.store(true, Ordering::Relaxed);
+                self.health.lose_source(95);
                 if !stop.sleep_until(Instant::now() + Duration::from_millis(600)) {
                     return Next::Stopped;
                 }
                 self.health.source_lost.store(false, Ordering::Relaxed);
+                if self.late_frame {
+                    frame.t_ms = 92;
+                }
             }
             if self.next == 20 {
                 return Next::End;
@@ -547,8 +554,8 @@ mod tests {
         fn flush(&mut self, _budget: Duration) {}
     }
 
-    #[test]
-    fn a_lost_source_switches_labels_off_and_they_come_back_from_fresh_frames() {
+    /// Run [`LosesItsCamera`] with one label that needs two frames; its events and the summary.
+    fn run_losing_the_camera(late_frame: bool) -> (Vec<(u64, bool)>, RunSummary) {
         let health = Arc::new(Health::default());
         let events = Arc::new(Mutex::new(Vec::new()));
         let model = Model {
@@ -567,10 +574,29 @@ mod tests {
             health: Arc::clone(&health),
             first_seq: 0,
         };
-        let source = LosesItsCamera { next: 0, health: Arc::clone(&health) };
-        run(Box::new(source), &model, decisions, &StopFlag::new(), Instant::now()).expect("run");
+        let source = LosesItsCamera { next: 0, health: Arc::clone(&health), late_frame };
+        let summary = run(Box::new(source), &model, decisions, &StopFlag::new(), Instant::now()).expect("run");
+        let events = events.lock().unwrap().clone();
+        (events, summary)
+    }
+
+    #[test]
+    fn a_lost_source_switches_labels_off_and_they_come_back_from_fresh_frames() {
+        let (events, summary) = run_losing_the_camera(false);
         // On after two bright frames; off (at the last frame seen) when the camera goes; on
         // again only after two fresh frames, not from the history before the outage.
-        assert_eq!(*events.lock().unwrap(), [(1, true), (9, false), (11, true)]);
+        assert_eq!(events, [(1, true), (9, false), (11, true)]);
+        assert_eq!(summary.counters.dropped_late, 0);
+    }
+
+    #[test]
+    fn a_frame_from_before_the_loss_numbered_after_it_is_dropped_as_late() {
+        // Frame 10 was captured before the loss but numbered only after the labels were
+        // switched off (the CI race on the emulated board): deciding it would count it as a
+        // fresh frame. It is dropped; frames 11 and 12 switch the label on again.
+        let (events, summary) = run_losing_the_camera(true);
+        assert_eq!(events, [(1, true), (9, false), (12, true)]);
+        assert_eq!(summary.counters.dropped_late, 1);
+        assert_eq!(summary.counters.decided, 19);
     }
 }

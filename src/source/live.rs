@@ -123,8 +123,7 @@ impl LiveSource {
             Err(e @ OpenError::Unsupported(_)) => return Err(e),
             Err(OpenError::Unavailable(why)) => {
                 log::warn!("source {}: not available at start ({why}); retrying with backoff", capture.describe());
-                health.source_lost.store(true, Ordering::Relaxed);
-                health.source_outages.fetch_add(1, Ordering::Relaxed);
+                health.lose_source(started.elapsed().as_millis() as u64);
                 false
             }
         };
@@ -321,8 +320,7 @@ impl Watchdog {
                 "reconnecting with backoff; detections resume when frames return"
             );
             self.lost_since = Some(Instant::now());
-            self.health.source_lost.store(true, Ordering::Relaxed);
-            self.health.source_outages.fetch_add(1, Ordering::Relaxed);
+            self.health.lose_source(self.started.elapsed().as_millis() as u64);
         }
     }
 }
