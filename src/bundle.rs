@@ -229,7 +229,12 @@ impl Bundle {
                 message: format!("model bundle {what}: expected a directory holding model.toml and the ONNX file"),
             });
         }
-        let file = TomlFile::read(&dir.join(MANIFEST))?;
+        Bundle::from_manifest(dir, TomlFile::read(&dir.join(MANIFEST))?)
+    }
+
+    /// Check an already-read manifest of the bundle in `dir` (the files it names are looked
+    /// for there).
+    pub fn from_manifest(dir: &Path, file: TomlFile) -> Result<Bundle, SettingsError> {
         let m: Manifest = file.parse()?;
         let existing = |s: &Spanned<String>, key: &str| -> Result<PathBuf, SettingsError> {
             let p = file.resolve(s.get_ref());

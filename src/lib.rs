@@ -19,6 +19,7 @@ pub mod decide;
 pub mod engine;
 pub mod evaluate;
 pub mod frame;
+pub mod fuzz;
 pub mod notify;
 pub mod pipeline;
 pub mod preprocess;

@@ -113,13 +113,13 @@ impl SetError {
 }
 
 /// Looks label names up in the model's list and words the refusal for unknown ones.
-struct LabelIndex<'a> {
+pub(crate) struct LabelIndex<'a> {
     labels: &'a [String],
     by_name: HashMap<&'a str, usize>,
 }
 
 impl<'a> LabelIndex<'a> {
-    fn new(labels: &'a [String]) -> Self {
+    pub(crate) fn new(labels: &'a [String]) -> Self {
         LabelIndex { labels, by_name: labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect() }
     }
 
@@ -209,7 +209,7 @@ fn at_line(file: &Path, record: &csv::StringRecord) -> String {
     }
 }
 
-fn load_csv(file: &Path, bytes: &[u8], index: &LabelIndex<'_>) -> Result<LabelledSet, SetError> {
+pub(crate) fn load_csv(file: &Path, bytes: &[u8], index: &LabelIndex<'_>) -> Result<LabelledSet, SetError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

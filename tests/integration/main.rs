@@ -13,6 +13,7 @@ mod decide;
 mod emulated_board;
 mod eval;
 mod faults;
+mod fuzz_replay;
 mod gpio;
 mod model;
 mod road_scene;
