@@ -478,7 +478,9 @@ fn parse_y4m_header(line: &[u8], colour: YuvColour) -> Result<(PixelFormat, u32,
     let text = String::from_utf8_lossy(line);
     let (mut w, mut h, mut format, mut colour) = (0u32, 0u32, PixelFormat::I420, colour);
     for token in text.split_ascii_whitespace().skip(1) {
-        let (tag, value) = token.split_at(1);
+        // By character, not byte: a hostile header's first byte may begin a multi-byte one.
+        let Some(first) = token.chars().next() else { continue };
+        let (tag, value) = token.split_at(first.len_utf8());
         match tag {
             "W" => w = value.parse().map_err(|_| format!("bad Y4M width `{token}`"))?,
             "H" => h = value.parse().map_err(|_| format!("bad Y4M height `{token}`"))?,
