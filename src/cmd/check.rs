@@ -9,6 +9,7 @@ use super::prepare::prepare;
 use super::{EXIT_OK, Error};
 use vigil::config::Config;
 use vigil::engine::InferenceEngine;
+use vigil::sink::serial::DevicePresence;
 
 /// Check the config at `path`; print what it will run.
 pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
@@ -36,14 +37,12 @@ pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
     }
     if let Some(s) = serial {
         let device = s.device.get_ref();
-        if !Path::new(device).exists() {
-            return Err(Error::Settings(prepared.config.file.error_at(
-                s.device.span(),
-                "serial.device",
-                format!("device `{device}` does not exist: expected a serial device (is the adapter plugged in?)"),
-            )));
+        match prepared.serial {
+            Some(DevicePresence::Absent) => {
+                outln!("serial: {device} NOT AVAILABLE now (a run keeps retrying; see the warning above)")
+            }
+            _ => outln!("serial: {device} at {} baud, {:?}", s.baud.get_ref(), s.format),
         }
-        outln!("serial: {device} at {} baud, {:?}", s.baud.get_ref(), s.format);
     }
     Ok(EXIT_OK)
 }

@@ -56,9 +56,17 @@ pub enum Error {
     /// Anything else that failed while running.
     #[error("{0}")]
     Runtime(String),
+    /// Several problems found at once (`check` lists them all), one per line.
+    #[error("{} problems:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<Error>),
 }
 
 impl Error {
+    /// `problems` as one error: itself when there is one.
+    pub fn all(mut problems: Vec<Error>) -> Error {
+        if problems.len() == 1 { problems.remove(0) } else { Error::Several(problems) }
+    }
+
     /// The process exit code: 2 for what was refused before running, 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         fn engine(e: &EngineError) -> i32 {
@@ -78,6 +86,8 @@ impl Error {
                 EvalError::Images(_) | EvalError::Write { .. } => EXIT_RUNTIME,
             },
             Error::Runtime(_) => EXIT_RUNTIME,
+            // Refused before running if any of them is; a failure while running otherwise.
+            Error::Several(all) => all.iter().map(Error::exit_code).max().unwrap_or(EXIT_CONFIG),
         }
     }
 }

@@ -8,6 +8,10 @@ use super::{EXIT_OK, Error};
 use vigil::protocol::parse_text_line;
 use vigil::stop::StopFlag;
 
+/// Longest line kept while waiting for its end; vigil's longest lines (a `scores` reply) are
+/// a few hundred bytes.
+const MAX_LINE: usize = 4096;
+
 /// Print what the vigil serial line on `port` says until interrupted; the port is
 /// reopened when it goes away. Ends with a count of good and corrupt lines.
 pub fn run(port: &str, baud: u32) -> Result<i32, Error> {
@@ -29,6 +33,8 @@ pub fn run(port: &str, baud: u32) -> Result<i32, Error> {
             match p.read(&mut buf) {
                 Ok(n) => pending.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                // Ctrl-C interrupts the read: the loop sees the stop, not a port failure.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("{port}: {e}; reopening");
                     break;
@@ -46,6 +52,12 @@ pub fn run(port: &str, baud: u32) -> Result<i32, Error> {
                         outln!("BAD    {why}");
                     }
                 }
+            }
+            // A line that never ends (noise, a wrong baud rate) must not grow memory.
+            if pending.len() > MAX_LINE {
+                bad += 1;
+                outln!("BAD    {} bytes without a line end", pending.len());
+                pending.clear();
             }
         }
     }

@@ -12,6 +12,7 @@ use vigil::console::Console;
 use vigil::decide::{Decider, LabelRule};
 use vigil::engine::TractEngine;
 use vigil::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
+use vigil::sink::serial::DevicePresence;
 use vigil::sink::{GpioLines, GpioSink, SerialSink, Sink, StdoutSink};
 use vigil::source::{self, FrameSource};
 use vigil::stats::Health;
@@ -33,18 +34,50 @@ pub struct Prepared {
     pub gpio: Option<GpioLines>,
     /// Live health (source lost, engine failing), shared with the pipeline and fault outputs.
     pub health: Arc<Health>,
+    /// Whether the serial device is there now (`None` without a `[serial]` section).
+    pub serial: Option<DevicePresence>,
 }
 
-/// Load `config`'s bundle, rules, model, source and GPIO lines.
+/// Load `config`'s bundle, rules, model, source, GPIO lines and serial device. Once the bundle
+/// is loaded (everything else needs its labels), every part is checked even when an earlier one
+/// failed, so that `check` (and a refused `run`) lists every problem at once.
+///
+/// The device policy, the same for `check` and `run` (README, "Devices"): a camera or serial
+/// adapter that is absent now is reported and retried at run time; a device that is there but
+/// cannot do what is asked (a camera without the format, a serial path that is not a terminal,
+/// a GPIO chip or line that is missing or taken) is refused.
 pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
     let bundle = Bundle::load(&config.bundle_dir)?;
-    let rules = config.rules(&bundle)?;
-    let engine = Arc::new(TractEngine::load(&bundle, config.model.variant)?);
+    let rules = config.rules(&bundle).map_err(Error::from);
+    let engine = TractEngine::load(&bundle, config.model.variant).map(Arc::new).map_err(Error::from);
     let health = Arc::new(Health::default());
     let model_size = (bundle.input.width, bundle.input.height);
-    let source = source::open(&config.source, model_size, &health, started)?;
-    let gpio = config.gpio.as_ref().map(|g| g.request(&config.file, &bundle.labels)).transpose()?;
-    Ok(Prepared { config, bundle, engine, rules, source, gpio, health })
+    let source = source::open(&config.source, model_size, &health, started).map_err(Error::from);
+    let gpio = config.gpio.as_ref().map(|g| g.request(&config.file, &bundle.labels)).transpose().map_err(Error::from);
+    let serial = match &config.serial {
+        Some(s) => s.check_device(&config.file).map(Some).map_err(Error::from),
+        None => Ok(None),
+    };
+    match (rules, engine, source, gpio, serial) {
+        (Ok(rules), Ok(engine), Ok(source), Ok(gpio), Ok(serial)) => {
+            if let (Some(s), Some(DevicePresence::Absent)) = (&config.serial, serial) {
+                log::warn!(
+                    "serial {}: not there now (adapter unplugged?); a run keeps retrying with backoff",
+                    s.device.get_ref()
+                );
+            }
+            Ok(Prepared { config, bundle, engine, rules, source, gpio, health, serial })
+        }
+        (rules, engine, source, gpio, serial) => {
+            let mut problems: Vec<Error> = Vec::new();
+            problems.extend(rules.err());
+            problems.extend(engine.err());
+            problems.extend(source.err());
+            problems.extend(gpio.err());
+            problems.extend(serial.err());
+            Err(Error::all(problems))
+        }
+    }
 }
 
 /// What a run hands the next one across a reload (SIGHUP), so that the technician's work and
@@ -76,7 +109,7 @@ impl Prepared {
     /// Open the sinks (and the console on the serial line), then run the pipeline
     /// until the source ends or `stop` is raised; `resume` carries a reloaded run on.
     pub fn run(self, stop: &StopFlag, started: Instant, resume: Option<&Resume>) -> Result<RunSummary, RunError> {
-        let Prepared { config, bundle, engine, rules, source, gpio, health } = self;
+        let Prepared { config, bundle, engine, rules, source, gpio, health, .. } = self;
         let mut decider = Decider::new(Arc::clone(&bundle.labels), rules);
         let mut carried = Vec::new();
         if let Some(resume) = resume {

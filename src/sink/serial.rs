@@ -47,6 +47,52 @@ pub struct SerialSection {
     pub format: LineFormat,
 }
 
+/// Whether the configured serial device is there now. `vigil check` and `vigil run` decide the
+/// same way from it: an absent device (an adapter not plugged in yet) is reported and retried at
+/// run time; one that is there but is not a terminal is refused before anything runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePresence {
+    /// The device node exists and is (or may be) a terminal.
+    Present,
+    /// No such device node now.
+    Absent,
+}
+
+impl SerialSection {
+    /// Check `device` without opening it (opening a USB adapter toggles DTR, which resets
+    /// many boards on the other end): a character device the kernel files under another
+    /// class than `tty` (`/dev/null` is `mem`), a regular file or a directory is refused,
+    /// naming `serial.device` in `file`. Pseudo-terminals have no sysfs entry and pass.
+    pub fn check_device(&self, file: &TomlFile) -> Result<DevicePresence, SettingsError> {
+        use std::os::unix::fs::FileTypeExt;
+        let device = self.device.get_ref();
+        let refuse = |what: String| {
+            file.error_at(
+                self.device.span(),
+                "serial.device",
+                format!(
+                    "`{device}` {what}: expected a serial device (a terminal: /dev/ttyAMA0, /dev/serial0, /dev/ttyUSB0)"
+                ),
+            )
+        };
+        let meta = match std::fs::metadata(device) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DevicePresence::Absent),
+            Err(e) => return Err(refuse(format!("cannot be read ({e})"))),
+        };
+        if !meta.file_type().is_char_device() {
+            return Err(refuse(format!("is {}", crate::util::file::kind_name(meta.file_type()))));
+        }
+        let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        let class = std::fs::read_link(format!("/sys/dev/char/{major}:{minor}/subsystem"));
+        match class.as_ref().ok().and_then(|c| c.file_name()).map(|c| c.to_string_lossy()) {
+            Some(class) if class != "tty" => Err(refuse(format!("is a `{class}` device, not a terminal"))),
+            _ => Ok(DevicePresence::Present),
+        }
+    }
+}
+
 fn default_baud() -> Spanned<u32> {
     Spanned::new(0..0, 115_200)
 }

@@ -125,6 +125,55 @@ fn absent_camera_is_reported_not_refused() {
     assert!(stderr(&out).contains("not available at start"), "{}", stderr(&out));
 }
 
+/// The device policy `check` and `run` share: an absent serial adapter is reported and
+/// retried, like an absent camera; a serial path that is there but is not a terminal is refused
+/// by both, and `check` lists every device problem at once.
+#[test]
+fn check_and_run_share_one_device_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = crate::common::light_model_samples();
+    let files = format!("kind = \"files\"\npath = \"{}\"\n", samples.display());
+    // Absent now: reported, not refused, by check; a run starts and decides.
+    let absent = write(
+        dir.path(),
+        "absent.toml",
+        &format!(
+            "{}\n[source]\n{files}\n[serial]\ndevice = \"/dev/ttyUSB-not-plugged-in\"\n",
+            crate::common::light_model_section()
+        ),
+    );
+    let out = vigil_output(&["check", "--config", absent.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("serial: /dev/ttyUSB-not-plugged-in NOT AVAILABLE now"), "{}", stdout(&out));
+    let out = vigil_output(&["run", "--config", absent.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"type\":\"event\""), "the run decided: {}", stdout(&out));
+    assert!(stderr(&out).contains("not there now"), "{}", stderr(&out));
+
+    // There but not a terminal (/dev/null), and a GPIO chip that does not exist: both
+    // problems in one message, and the same refusal from run.
+    let regular = write(dir.path(), "not-a-tty", "");
+    for device in ["/dev/null", regular.to_str().unwrap()] {
+        let bad = write(
+            dir.path(),
+            "bad.toml",
+            &format!(
+                "{}\n[source]\n{files}\n[serial]\ndevice = \"{device}\"\n\n[[gpio.outputs]]\nlabel = \"defective\"\nchip = \"/dev/gpiochip-missing\"\nline = 3\n",
+                crate::common::light_model_section()
+            ),
+        );
+        for command in ["check", "run"] {
+            let out = vigil_output(&[command, "--config", bad.to_str().unwrap()]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{command} with {device}: {err}");
+            assert!(err.contains("2 problems"), "{command}: {err}");
+            assert!(err.contains("serial.device") && err.contains(device), "{command}: {err}");
+            assert!(err.contains("expected a serial device"), "{command}: {err}");
+            assert!(err.contains("gpiochip-missing"), "{command}: {err}");
+        }
+    }
+}
+
 #[test]
 fn toml_syntax_error_is_refused() {
     refused("[model\nbundle = 1\n", &["bad.toml:1:"]);
