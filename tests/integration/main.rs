@@ -10,6 +10,7 @@ mod camera;
 mod command_source;
 mod daemon;
 mod decide;
+mod docs_commands;
 mod emulated_board;
 mod eval;
 mod faults;
