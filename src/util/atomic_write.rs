@@ -25,14 +25,19 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<Written> {
         _ => Path::new("."),
     };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // The backup is replaced atomically too: a copy cut short (a full disk) must not
+    // clobber the last good backup.
     let backup = if path.exists() {
         let b = dir.join(format!("{name}.bak"));
-        std::fs::copy(path, &b)?;
+        if let Err(e) = std::fs::copy(path, &tmp).and_then(|_| std::fs::rename(&tmp, &b)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         Some(b)
     } else {
         None
     };
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;

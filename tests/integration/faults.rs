@@ -417,3 +417,75 @@ fn manifest_normalisation_values_that_make_garbage_scores_are_refused() {
         assert!(err.contains("model.toml") && err.contains(key) && err.contains("expected"), "{err}");
     }
 }
+
+/// Run `vigil calibrate --output` into `out` with the process's file-size limit at `limit`
+/// bytes (RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk; SIGXFSZ ignored so
+/// that the write fails instead of killing the process).
+fn calibrate_with_file_size_limit(dir: &Path, out: &Path, limit: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let samples = light_model_samples();
+    let csv = write(
+        dir,
+        "set.csv",
+        &format!(
+            "path,labels\n{0}/cell0066.128.png,\n{0}/cell0004.128.png,monocrystalline\n{0}/cell0068.128.png,defective\n{0}/cell0002.128.png,defective;monocrystalline\n{0}/cell0516.128.png,defective;uncertain;monocrystalline\n{0}/cell0143.128.png,uncertain\n",
+            samples.display()
+        ),
+    );
+    let variant = if cfg!(target_arch = "aarch64") { "int8" } else { "fp32" };
+    let bundle = samples.parent().unwrap().to_path_buf();
+    let mut command = vigil();
+    command.args(["calibrate", "--model", bundle.to_str().unwrap(), "--variant", variant]);
+    command.args(["--data", csv.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    // SAFETY: async-signal-safe calls only, between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rlim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    wait_bounded(command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(), "calibrate")
+}
+
+/// Files in `dir` whose name holds `.tmp-` (a temporary file left behind).
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
+}
+
+#[test]
+fn a_thresholds_write_onto_a_full_disk_keeps_the_old_file_and_its_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("thresholds.toml");
+    let old = "[thresholds]\ndefault = { on = 0.6, off = 0.4 }\n";
+    std::fs::write(&out, old).unwrap();
+    // The new file does not fit (the old one and its backup do): the write fails, exit 1.
+    let o = calibrate_with_file_size_limit(dir.path(), &out, 120);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("thresholds.toml"), "names the file: {}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), old, "the old file is intact");
+    assert_eq!(std::fs::read_to_string(dir.path().join("thresholds.toml.bak")).unwrap(), old);
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+
+    // Not even the backup fits: the last good backup survives (it was clobbered by a partial
+    // copy before the backup was written atomically).
+    let big = format!("{old}# {}\n", "x".repeat(300));
+    std::fs::write(&out, &big).unwrap();
+    let o = calibrate_with_file_size_limit(dir.path(), &out, 120);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), big, "the old file is intact");
+    assert_eq!(std::fs::read_to_string(dir.path().join("thresholds.toml.bak")).unwrap(), old, "the last backup too");
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+
+    // With room, the same command writes the file.
+    let o = calibrate_with_file_size_limit(dir.path(), &out, 1 << 20);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&out).unwrap().contains("[thresholds.labels"), "calibrated");
+}
