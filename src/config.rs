@@ -16,7 +16,7 @@ use crate::bundle::{Bundle, Variant};
 use crate::decide::LabelRule;
 use crate::sink::{GpioSection, SerialSection, StdoutSection};
 use crate::source::{SourceConfig, SourceSection};
-use crate::thresholds::{self, ThresholdsFile, ThresholdsLayer, ThresholdsSpec};
+use crate::thresholds::{self, RuleSource, ThresholdsFile, ThresholdsLayer, ThresholdsSpec};
 use crate::tomlfile::{SettingsError, TomlFile};
 
 /// Most inference workers a config may ask for.
@@ -217,6 +217,15 @@ impl Config {
     /// config's thresholds file, then this config's `[thresholds]`.
     pub fn rules(&self, bundle: &Bundle) -> Result<Vec<LabelRule>, SettingsError> {
         thresholds::rules_for(
+            bundle,
+            self.thresholds_file.as_ref(),
+            Some(ThresholdsLayer::new(&self.thresholds, &self.file)),
+        )
+    }
+
+    /// [`Config::rules`] with where each label's `on` and `off` came from (for `vigil check`).
+    pub fn rules_traced(&self, bundle: &Bundle) -> Result<Vec<(LabelRule, RuleSource)>, SettingsError> {
+        thresholds::rules_for_traced(
             bundle,
             self.thresholds_file.as_ref(),
             Some(ThresholdsLayer::new(&self.thresholds, &self.file)),

@@ -11,6 +11,9 @@ use vigil::config::Config;
 use vigil::engine::InferenceEngine;
 use vigil::sink::serial::DevicePresence;
 
+/// Most per-label rule lines `check` prints (ImageNet's 1000 would drown the rest).
+const MAX_RULES_SHOWN: usize = 64;
+
 /// Check the config at `path`; print what it will run.
 pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
     let config = Config::load(path)?;
@@ -34,6 +37,24 @@ pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
     }
     if let Some(t) = &prepared.config.thresholds_file {
         outln!("thresholds: {} (between the bundle's and this config's)", t.file.path.display());
+    }
+    // Each label's rule and where its on/off came from: a config default that a manifest's
+    // per-label value shadows shows here instead of silently doing nothing.
+    let traced = prepared.config.rules_traced(&prepared.bundle)?;
+    for (label, (rule, source)) in prepared.bundle.labels.iter().zip(&traced).take(MAX_RULES_SHOWN) {
+        outln!(
+            "rule {label}: on={} from {}; off={} from {}; min_frames={} window={} hold_ms={}",
+            rule.on,
+            source.on,
+            rule.off,
+            source.off,
+            rule.min_frames,
+            rule.window,
+            rule.hold_ms
+        );
+    }
+    if traced.len() > MAX_RULES_SHOWN {
+        outln!("rule …: {} more labels (`get thresholds` on the console lists rules)", traced.len() - MAX_RULES_SHOWN);
     }
     if let Some(s) = serial {
         let device = s.device.get_ref();

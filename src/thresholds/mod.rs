@@ -77,6 +77,30 @@ struct Origin<'a> {
     key: String,
 }
 
+impl Origin<'_> {
+    /// `file:line:col (key)`, or the built-in default's name.
+    fn describe(&self) -> String {
+        match self.file {
+            Some(f) => {
+                let (line, col) = f.line_col(self.span.start);
+                format!("{}:{line}:{col} {}", f.path.display(), self.key)
+            }
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// Where a label's `on` and `off` came from: `file:line:col key`, or `(built-in default on)`.
+/// `vigil check` prints it, so that a config default shadowed by a manifest's per-label
+/// value is visible rather than silently doing nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSource {
+    /// Where `on` was set.
+    pub on: String,
+    /// Where `off` was set.
+    pub off: String,
+}
+
 struct Field<'a, T> {
     value: T,
     origin: Origin<'a>,
@@ -119,10 +143,19 @@ pub fn rules_for(
     file: Option<&ThresholdsFile>,
     config: Option<ThresholdsLayer<'_>>,
 ) -> Result<Vec<LabelRule>, SettingsError> {
+    Ok(rules_for_traced(bundle, file, config)?.into_iter().map(|(rule, _)| rule).collect())
+}
+
+/// [`rules_for`], with where each label's `on` and `off` came from.
+pub fn rules_for_traced(
+    bundle: &Bundle,
+    file: Option<&ThresholdsFile>,
+    config: Option<ThresholdsLayer<'_>>,
+) -> Result<Vec<(LabelRule, RuleSource)>, SettingsError> {
     let mut layers = vec![ThresholdsLayer::new(&bundle.thresholds, &bundle.manifest)];
     layers.extend(file.map(|f| ThresholdsLayer::new(&f.spec, &f.file)));
     layers.extend(config);
-    resolve(&bundle.labels, &layers)
+    resolve_traced(&bundle.labels, &layers)
 }
 
 /// Every threshold a layer gives, on its own: a score in [0, 1], and `off <= on` where one
@@ -170,6 +203,14 @@ pub const BUILTIN: LabelRule = LabelRule { on: 0.5, off: 0.4, min_frames: 1, win
 /// Per-label tables must name labels the model has; values must satisfy
 /// `0 <= off <= on <= 1`, `1 <= min_frames <= window <= 64`.
 pub fn resolve(labels: &[String], layers: &[ThresholdsLayer<'_>]) -> Result<Vec<LabelRule>, SettingsError> {
+    Ok(resolve_traced(labels, layers)?.into_iter().map(|(rule, _)| rule).collect())
+}
+
+/// [`resolve`], with where each label's `on` and `off` came from.
+pub fn resolve_traced(
+    labels: &[String],
+    layers: &[ThresholdsLayer<'_>],
+) -> Result<Vec<(LabelRule, RuleSource)>, SettingsError> {
     for layer in layers {
         check_given(layer)?;
     }
@@ -237,13 +278,14 @@ pub fn resolve(labels: &[String], layers: &[ThresholdsLayer<'_>]) -> Result<Vec<
                 Some(w) => w.value,
                 None => min_frames.value,
             };
-            Ok(LabelRule {
+            let rule = LabelRule {
                 on: on.value,
                 off: off.value,
                 min_frames: min_frames.value,
                 window: window_value,
                 hold_ms: hold_ms.value,
-            })
+            };
+            Ok((rule, RuleSource { on: on.origin.describe(), off: off.origin.describe() }))
         })
         .collect()
 }

@@ -840,3 +840,43 @@ fn a_reload_carries_seq_and_label_states_on_without_announcing_them_again() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("reloaded"), "{log}");
 }
+
+/// `check` prints each label's rule and where its `on` and `off` came from, so a config default
+/// that a manifest's per-label value shadows is visible (issue 18: `on = 0.99` in a config's
+/// default did nothing for labels the manifest sets).
+#[test]
+fn check_names_where_each_labels_rule_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = crate::common::light_model_samples();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "{}\n[source]\nkind = \"files\"\npath = \"{}\"\n\n[thresholds]\ndefault = {{ on = 0.99, off = 0.9 }}\n\n[thresholds.labels.uncertain]\non = 0.7\n",
+            crate::common::light_model_section(),
+            samples.display()
+        ),
+    );
+    let out = vigil_output(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |label: &str| {
+        text.lines().find(|l| l.starts_with(&format!("rule {label}:"))).unwrap_or_else(|| panic!("{text}")).to_string()
+    };
+    // The manifest's per-label value beats the config's default (and says so).
+    let defective = line("defective");
+    assert!(
+        defective.contains("on=0.6 from ") && defective.contains("model.toml:26:6 thresholds.labels.defective.on"),
+        "{defective}"
+    );
+    // The config's per-label `on` beats the manifest's; its `off` is still the manifest's.
+    let uncertain = line("uncertain");
+    assert!(
+        uncertain.contains("on=0.7 from ") && uncertain.contains("c.toml:14:6 thresholds.labels.uncertain.on"),
+        "{uncertain}"
+    );
+    assert!(
+        uncertain.contains("off=0.48 from ") && uncertain.contains("model.toml:31:7 thresholds.labels.uncertain.off"),
+        "{uncertain}"
+    );
+}
