@@ -216,11 +216,7 @@ impl Config {
     /// One rule per label of `bundle`: its manifest's thresholds, then this
     /// config's thresholds file, then this config's `[thresholds]`.
     pub fn rules(&self, bundle: &Bundle) -> Result<Vec<LabelRule>, SettingsError> {
-        thresholds::rules_for(
-            bundle,
-            self.thresholds_file.as_ref(),
-            Some(ThresholdsLayer::new(&self.thresholds, &self.file)),
-        )
+        Ok(self.rules_traced(bundle)?.into_iter().map(|(rule, _)| rule).collect())
     }
 
     /// [`Config::rules`] with where each label's `on` and `off` came from (for `vigil check`).

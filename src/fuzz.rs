@@ -116,28 +116,17 @@ pub fn pipe_stream(data: &[u8]) {
 
 /// `bytes` in an anonymous memory file, positioned at its start.
 fn memory_file(bytes: &[u8]) -> Option<OwnedFd> {
-    // SAFETY: plain syscalls on a descriptor this function owns; the name is a C string.
-    unsafe {
-        let fd = libc::memfd_create(c"vigil-fuzz".as_ptr(), libc::MFD_CLOEXEC);
-        if fd < 0 {
-            return None;
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut written = 0;
-        while written < bytes.len() {
-            let n = libc::write(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                bytes[written..].as_ptr().cast(),
-                bytes.len() - written,
-            );
-            if n <= 0 {
-                return None;
-            }
-            written += n as usize;
-        }
-        libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&fd), 0, libc::SEEK_SET);
-        Some(fd)
+    use std::io::{Seek, Write};
+    // SAFETY: memfd_create takes a C string and returns a new descriptor this function owns.
+    let fd = unsafe { libc::memfd_create(c"vigil-fuzz".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
     }
+    // SAFETY: `fd` is open and owned by nobody else.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(bytes).ok()?;
+    file.rewind().ok()?;
+    Some(file.into())
 }
 
 /// A labelled-set CSV (`vigil eval` / `calibrate`) for a three-label model.

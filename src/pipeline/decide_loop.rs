@@ -42,10 +42,9 @@ pub struct DecideLoop {
     forget_at: Option<u64>,
     /// The source is lost and the labels were (or will be) forgotten.
     lost: bool,
-    /// When the last loss happened (frames' clock), once its labels were forgotten.
-    lost_at_ms: u64,
-    /// The labels were forgotten for `lost_at_ms`: frames captured by then are late.
-    forgotten: bool,
+    /// Once the labels were forgotten for a loss, when it happened (frames' clock): frames
+    /// captured by then are late.
+    late_until_ms: Option<u64>,
 }
 
 impl DecideLoop {
@@ -69,8 +68,7 @@ impl DecideLoop {
             source,
             forget_at: None,
             lost: false,
-            lost_at_ms: 0,
-            forgotten: false,
+            late_until_ms: None,
         }
     }
 
@@ -157,19 +155,18 @@ impl DecideLoop {
     /// ([`Self::is_late`]), or it would switch a label back on for a camera that is gone.
     fn follow_source(&mut self) {
         let health = &self.out.health;
-        // Acquire: pairs with `Health::lose_source`, so `source_lost_at_ms` is this loss's.
+        // Acquire: pairs with `Health::lose_source`, so `source_lost_at_ms`, read once the
+        // labels are forgotten, is this loss's time.
         let lost = health.source_lost.load(Ordering::Acquire);
         if lost && !self.lost {
             self.lost = true;
-            self.lost_at_ms = health.source_lost_at_ms.load(Ordering::Relaxed);
-            self.forgotten = false;
             self.forget_at = Some(self.source.next_seq.load(Ordering::Relaxed));
         } else if !lost {
             self.lost = false;
         }
         if self.forget_at.is_some_and(|at| self.next_seq >= at) {
             self.forget_at = None;
-            self.forgotten = true;
+            self.late_until_ms = Some(self.out.health.source_lost_at_ms.load(Ordering::Relaxed));
             self.events.clear();
             let t_ms = self.started.elapsed().as_millis() as u64;
             // The events belong to the last frame decided: nothing newer was seen.
@@ -227,7 +224,7 @@ impl DecideLoop {
 
     /// Whether `done` was captured before a loss whose labels were already switched off.
     fn is_late(&self, done: &Done) -> bool {
-        self.forgotten && done.t_ms <= self.lost_at_ms
+        self.late_until_ms.is_some_and(|t| done.t_ms <= t)
     }
 
     /// Decide one scored frame and write its events.

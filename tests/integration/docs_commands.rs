@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::root;
 
-/// The Markdown files whose commands are checked.
-fn doc_files() -> Vec<PathBuf> {
+/// The Markdown files whose commands are checked, as `(name relative to the root, text)`.
+fn doc_files() -> Vec<(String, String)> {
     let mut files = vec![root().join("README.md")];
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
         .unwrap()
@@ -25,14 +25,15 @@ fn doc_files() -> Vec<PathBuf> {
     docs.sort();
     files.extend(docs);
     files
+        .into_iter()
+        .map(|f| (f.strip_prefix(root()).unwrap().display().to_string(), std::fs::read_to_string(&f).unwrap()))
+        .collect()
 }
 
 /// Command lines in code blocks (fenced or indented): `(file:line, command)`.
 fn code_block_commands() -> Vec<(String, String)> {
     let mut found = Vec::new();
-    for file in doc_files() {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let name = file.strip_prefix(root()).unwrap().display().to_string();
+    for (name, text) in doc_files() {
         let mut fenced = false;
         for (i, line) in text.lines().enumerate() {
             if line.trim_start().starts_with("```") {
@@ -59,9 +60,7 @@ fn code_block_commands() -> Vec<(String, String)> {
 /// Inline `vigil …` code spans: `(file:line, span)`.
 fn inline_mentions() -> Vec<(String, String)> {
     let mut found = Vec::new();
-    for file in doc_files() {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let name = file.strip_prefix(root()).unwrap().display().to_string();
+    for (name, text) in doc_files() {
         for (i, line) in text.lines().enumerate() {
             for (j, span) in line.split('`').enumerate() {
                 if j % 2 == 1 && span.starts_with("vigil ") {
