@@ -6,9 +6,9 @@
 //! Each stage is a module behind a small trait ([`source::FrameSource`],
 //! [`engine::InferenceEngine`], [`sink::Sink`]) or a plain struct
 //! ([`preprocess::Preprocessor`], [`decide::Decider`]); [`pipeline`] runs them
-//! on threads; [`console`] acts on the decide stage between frames. The
-//! binary's commands (`src/cmd/`, not part of this library) build the stages
-//! from a config and turn errors into exit codes. See `docs/architecture.md`.
+//! on threads; [`console`] acts on the decide stage between frames; [`setup`]
+//! builds a run's stages from a config. The binary's commands (`src/cmd/`, not
+//! part of this library) call it and turn errors into exit codes. See `docs/architecture.md`.
 
 pub mod bundle;
 pub mod classify;
@@ -24,6 +24,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod preprocess;
 pub mod protocol;
+pub mod setup;
 pub mod sink;
 pub mod source;
 pub mod stats;

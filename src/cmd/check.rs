@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::prepare::prepare;
 use super::{EXIT_OK, Error};
 use vigil::config::Config;
 use vigil::engine::InferenceEngine;
+use vigil::setup::prepare;
 use vigil::sink::serial::DevicePresence;
 
 /// Most per-label rule lines `check` prints (ImageNet's 1000 would drown the rest).

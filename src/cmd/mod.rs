@@ -16,12 +16,12 @@ pub mod classify;
 pub mod eval;
 pub mod inspect;
 pub mod monitor;
-pub mod prepare;
 pub mod run;
 
 use vigil::engine::EngineError;
 use vigil::evaluate::EvalError;
 use vigil::pipeline::RunError;
+use vigil::setup::SetupError;
 use vigil::source::SourceError;
 use vigil::tomlfile::SettingsError;
 
@@ -56,23 +56,26 @@ pub enum Error {
     /// Anything else that failed while running.
     #[error("{0}")]
     Runtime(String),
-    /// Several problems found at once (`check` lists them all), one per line.
-    #[error("{} problems:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
-    Several(Vec<Error>),
+    /// A config could not be made ready to run (`run`, `check`): every problem found.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }
 
 impl Error {
-    /// `problems` as one error: itself when there is one.
-    pub fn all(mut problems: Vec<Error>) -> Error {
-        if problems.len() == 1 { problems.remove(0) } else { Error::Several(problems) }
-    }
-
     /// The process exit code: 2 for what was refused before running, 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         fn engine(e: &EngineError) -> i32 {
             match e {
                 EngineError::Run(_) => EXIT_RUNTIME,
                 _ => EXIT_CONFIG,
+            }
+        }
+        fn setup(e: &SetupError) -> i32 {
+            match e {
+                SetupError::Settings(_) | SetupError::Source(_) => EXIT_CONFIG,
+                SetupError::Engine(e) => engine(e),
+                // Refused before running if any of them is; a failure while running otherwise.
+                SetupError::Several(all) => all.iter().map(setup).max().unwrap_or(EXIT_CONFIG),
             }
         }
         match self {
@@ -86,8 +89,7 @@ impl Error {
                 EvalError::Images(_) | EvalError::Write { .. } => EXIT_RUNTIME,
             },
             Error::Runtime(_) => EXIT_RUNTIME,
-            // Refused before running if any of them is; a failure while running otherwise.
-            Error::Several(all) => all.iter().map(Error::exit_code).max().unwrap_or(EXIT_CONFIG),
+            Error::Setup(e) => setup(e),
         }
     }
 }

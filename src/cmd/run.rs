@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Error;
-use super::prepare::{Resume, prepare};
 use vigil::bundle::Bundle;
 use vigil::config::Config;
 use vigil::engine::InferenceEngine;
 use vigil::notify::Notifier;
+use vigil::setup::{Resume, prepare};
 use vigil::stop::StopFlag;
 
 /// Run the daemon on the config at `path` until SIGINT/SIGTERM or the source ends.

@@ -1,22 +1,48 @@
 //! Builds a ready-to-run pipeline from a config file: the one place that
 //! knows how config sections map onto stages. `vigil run` and `vigil check`
-//! both go through [`prepare`], so `check` refuses exactly what `run` would.
+//! both go through [`prepare`], so `check` refuses exactly what `run` would;
+//! the soak test (`tests/integration/soak.rs`) goes through it too, so what it
+//! measures is the daemon's own assembly.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Error;
-use vigil::bundle::Bundle;
-use vigil::config::Config;
-use vigil::console::Console;
-use vigil::decide::{Decider, LabelRule};
-use vigil::engine::TractEngine;
-use vigil::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
-use vigil::sink::serial::DevicePresence;
-use vigil::sink::{GpioLines, GpioSink, SerialSink, Sink, StdoutSink};
-use vigil::source::{self, FrameSource};
-use vigil::stats::Health;
-use vigil::stop::StopFlag;
+use crate::bundle::Bundle;
+use crate::config::Config;
+use crate::console::Console;
+use crate::decide::{Decider, LabelRule};
+use crate::engine::{EngineError, TractEngine};
+use crate::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
+use crate::sink::serial::DevicePresence;
+use crate::sink::{GpioLines, GpioSink, SerialSink, Sink, StdoutSink};
+use crate::source::{self, FrameSource, SourceError};
+use crate::stats::Health;
+use crate::stop::StopFlag;
+use crate::tomlfile::SettingsError;
+
+/// Why a config could not be made ready to run: every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The config, its bundle's manifest, its thresholds or a device section was refused.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The frame source could not be set up.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Several problems found at once (`check` lists them all), one per line.
+    #[error("{} problems:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<SetupError>),
+}
+
+impl SetupError {
+    /// `problems` as one error: itself when there is one.
+    fn all(mut problems: Vec<SetupError>) -> SetupError {
+        if problems.len() == 1 { problems.remove(0) } else { SetupError::Several(problems) }
+    }
+}
 
 /// A config with everything it names loaded and checked.
 pub struct Prepared {
@@ -46,16 +72,17 @@ pub struct Prepared {
 /// adapter that is absent now is reported and retried at run time; a device that is there but
 /// cannot do what is asked (a camera without the format, a serial path that is not a terminal,
 /// a GPIO chip or line that is missing or taken) is refused.
-pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
+pub fn prepare(config: Config, started: Instant) -> Result<Prepared, SetupError> {
     let bundle = Bundle::load(&config.bundle_dir)?;
-    let rules = config.rules(&bundle).map_err(Error::from);
-    let engine = TractEngine::load(&bundle, config.model.variant).map(Arc::new).map_err(Error::from);
+    let rules = config.rules(&bundle).map_err(SetupError::from);
+    let engine = TractEngine::load(&bundle, config.model.variant).map(Arc::new).map_err(SetupError::from);
     let health = Arc::new(Health::default());
     let model_size = (bundle.input.width, bundle.input.height);
-    let source = source::open(&config.source, model_size, &health, started).map_err(Error::from);
-    let gpio = config.gpio.as_ref().map(|g| g.request(&config.file, &bundle.labels)).transpose().map_err(Error::from);
+    let source = source::open(&config.source, model_size, &health, started).map_err(SetupError::from);
+    let gpio =
+        config.gpio.as_ref().map(|g| g.request(&config.file, &bundle.labels)).transpose().map_err(SetupError::from);
     let serial = match &config.serial {
-        Some(s) => s.check_device(&config.file).map(Some).map_err(Error::from),
+        Some(s) => s.check_device(&config.file).map(Some).map_err(SetupError::from),
         None => Ok(None),
     };
     match (rules, engine, source, gpio, serial) {
@@ -69,13 +96,13 @@ pub fn prepare(config: Config, started: Instant) -> Result<Prepared, Error> {
             Ok(Prepared { config, bundle, engine, rules, source, gpio, health, serial })
         }
         (rules, engine, source, gpio, serial) => {
-            let mut problems: Vec<Error> = Vec::new();
+            let mut problems: Vec<SetupError> = Vec::new();
             problems.extend(rules.err());
             problems.extend(engine.err());
             problems.extend(source.err());
             problems.extend(gpio.err());
             problems.extend(serial.err());
-            Err(Error::all(problems))
+            Err(SetupError::all(problems))
         }
     }
 }
