@@ -177,6 +177,18 @@ pub struct PipeCapture {
     jpeg: JpegScan,
     /// Size and layout from the Y4M stream header, once seen.
     y4m: Option<(PixelFormat, u32, u32, YuvColour)>,
+    /// Bytes skipped to resynchronise and not yet reported.
+    skipping: Option<Skipping>,
+}
+
+/// A run of bytes being skipped to find the next frame start. It is one bad frame however it
+/// arrives (in one read or in many): reported when the next frame starts, at the end of the
+/// stream, or every [`MAX_ENCODED_FRAME`] bytes of a stream that never resynchronises (so a
+/// stream of noise still shows in the counters).
+#[derive(Debug, Clone, Copy)]
+struct Skipping {
+    why: &'static str,
+    bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -209,6 +221,7 @@ impl PipeCapture {
             eof: false,
             jpeg: JpegScan::default(),
             y4m: None,
+            skipping: None,
         }
     }
 
@@ -226,6 +239,7 @@ impl PipeCapture {
     pub fn attach(&mut self, fd: OwnedFd) {
         self.fd = Some(fd);
         (self.start, self.end, self.eof, self.jpeg, self.y4m) = (0, 0, false, JpegScan::default(), None);
+        self.skipping = None;
     }
 
     fn available(&self) -> &[u8] {
@@ -319,18 +333,33 @@ impl PipeCapture {
         frame.origin = None;
     }
 
-    /// Skip to the next JPEG start (`FF D8 FF`) after `from`; report what was skipped.
-    fn resync_jpeg(&mut self, from: usize, why: &str) -> Parsed {
+    /// Skip `n` bytes on the way to the next frame start. With `found` (the next frame starts
+    /// right after them) or past [`MAX_ENCODED_FRAME`] skipped, report the run as one bad frame;
+    /// otherwise wait for more.
+    fn skip(&mut self, n: usize, found: bool, why: &'static str) -> Parsed {
+        self.start += n;
+        let run = self.skipping.get_or_insert(Skipping { why, bytes: 0 });
+        run.bytes += n;
+        if found || run.bytes >= MAX_ENCODED_FRAME { self.report_skipped() } else { Parsed::NeedMore }
+    }
+
+    /// Report the bytes skipped so far, if any, as one bad frame.
+    fn report_skipped(&mut self) -> Parsed {
+        match self.skipping.take() {
+            Some(Skipping { why, bytes }) => Parsed::Bad(format!("{why} ({bytes} bytes skipped)")),
+            None => Parsed::NeedMore,
+        }
+    }
+
+    /// Skip to the next JPEG start (`FF D8 FF`) after `from`.
+    fn resync_jpeg(&mut self, from: usize, why: &'static str) -> Parsed {
         self.jpeg = JpegScan::default();
         let data = self.available();
-        let next = memchr::memmem::find(&data[from.min(data.len())..], &[0xFF, 0xD8, 0xFF]).map(|i| i + from);
-        let skipped = match next {
-            Some(i) => i,
+        match memchr::memmem::find(&data[from.min(data.len())..], &[0xFF, 0xD8, 0xFF]) {
+            Some(i) => self.skip(i + from, true, why),
             // Keep the last two bytes: they may begin a marker that is still arriving.
-            None => data.len().saturating_sub(2),
-        };
-        self.start += skipped;
-        Parsed::Bad(format!("{why} ({skipped} bytes skipped to the next JPEG)"))
+            None => self.skip(data.len().saturating_sub(2), false, why),
+        }
     }
 
     fn parse_jpeg(&mut self, frame: &mut Frame) -> Parsed {
@@ -340,6 +369,9 @@ impl PipeCapture {
         }
         if data[..3] != [0xFF, 0xD8, 0xFF] {
             return self.resync_jpeg(0, "data between JPEG frames");
+        }
+        if self.skipping.is_some() {
+            return self.report_skipped();
         }
         let mut scan = if self.jpeg.pos == 0 { JpegScan { pos: 2, in_entropy: false } } else { self.jpeg };
         loop {
@@ -421,6 +453,9 @@ impl PipeCapture {
             return Parsed::NeedMore;
         };
         let line = &data[..nl];
+        if self.skipping.is_some() && (line.starts_with(b"YUV4MPEG2") || line.starts_with(b"FRAME")) {
+            return self.report_skipped();
+        }
         if line.starts_with(b"YUV4MPEG2") {
             match parse_y4m_header(line, self.spec.stream.colour) {
                 Ok(h) => {
@@ -460,16 +495,13 @@ impl PipeCapture {
     /// Skip to the next `FRAME` after `from` (at least 1: every call must make progress, or a
     /// few stray bytes would be reported as bad frames forever); without one, keep the last 4
     /// bytes, which may begin a marker still arriving.
-    fn resync_y4m(&mut self, from: usize, why: &str) -> Parsed {
+    fn resync_y4m(&mut self, from: usize, why: &'static str) -> Parsed {
         let data = self.available();
         let from = from.clamp(1, data.len().max(1));
-        let skipped = match memchr::memmem::find(&data[from.min(data.len())..], b"FRAME") {
-            Some(i) => i + from,
-            None => data.len().saturating_sub(4).max(from),
+        match memchr::memmem::find(&data[from.min(data.len())..], b"FRAME") {
+            Some(i) => self.skip((i + from).min(data.len()), true, why),
+            None => self.skip(data.len().saturating_sub(4).max(from).min(data.len()), false, why),
         }
-        .min(data.len());
-        self.start += skipped;
-        Parsed::Bad(format!("{why} ({skipped} bytes skipped)"))
     }
 }
 
@@ -538,6 +570,9 @@ impl Capture for PipeCapture {
             if self.eof {
                 let left = self.end - self.start;
                 (self.start, self.end, self.jpeg) = (0, 0, JpegScan::default());
+                if let Some(Skipping { why, bytes }) = self.skipping.take() {
+                    return Read::Bad(format!("{why} ({} bytes skipped before the end of the stream)", bytes + left));
+                }
                 if left > 0 {
                     return Read::Bad(format!("{left} bytes of an incomplete frame at the end of the stream"));
                 }
@@ -660,5 +695,69 @@ mod tests {
     fn raw_stream_ends_with_its_partial_frame_reported() {
         let seen = reads(&[7u8; 4 * 4 + 5], StreamFormat::Raw(PixelFormat::Grey), 4, 4);
         assert_eq!(seen, ["frame 16 bytes", "bad: 5 bytes of an incomplete frame at the end of the stream", "end"]);
+    }
+
+    use std::io::Write;
+
+    /// What one read gives, as `reads` writes it.
+    fn one_read(capture: &mut PipeCapture, frame: &mut Frame) -> String {
+        match capture.read(frame, Duration::from_millis(20)) {
+            Read::Frame => format!("frame {} bytes", frame.data.len()),
+            Read::Bad(why) => format!("bad: {why}"),
+            Read::Timeout => "timeout".into(),
+            Read::Failed(why) => format!("failed: {why}"),
+            Read::End => "end".into(),
+        }
+    }
+
+    #[test]
+    fn a_run_of_garbage_arriving_in_pieces_is_one_bad_frame() {
+        // On a real pipe, garbage that arrives over several reads was counted as a bad frame
+        // per read: a camera glitch of one frame's worth of noise counted as several frames.
+        for (format, garbage, good) in [
+            (StreamFormat::Mjpeg, vec![0x11u8; 300], JPEG.to_vec()),
+            (StreamFormat::Y4m, b"noise\nmore noise".to_vec(), [b"FRAME\n".as_slice(), &[16u8; 6]].concat()),
+        ] {
+            let mut fds = [0; 2];
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            let [rx, tx] = fds;
+            let mut writer = unsafe { std::fs::File::from_raw_fd(tx) };
+            let stream = StreamKeys { format, width: 0, height: 0, colour: YuvColour::default() };
+            let mut capture = PipeCapture::new(PipeSpec::for_stream(stream, "pipe".into()));
+            capture.attach(unsafe { OwnedFd::from_raw_fd(rx) });
+            let mut frame = Frame::empty();
+            if format == StreamFormat::Y4m {
+                writer.write_all(b"YUV4MPEG2 W2 H2 C420jpeg\n").unwrap();
+                writer.write_all(&good).unwrap();
+                assert_eq!(one_read(&mut capture, &mut frame), "frame 6 bytes");
+            }
+            let (first, rest) = garbage.split_at(garbage.len() / 2);
+            writer.write_all(first).unwrap();
+            assert_eq!(
+                one_read(&mut capture, &mut frame),
+                "timeout",
+                "{format:?}: half the garbage is not reported yet"
+            );
+            writer.write_all(rest).unwrap();
+            assert_eq!(
+                one_read(&mut capture, &mut frame),
+                "timeout",
+                "{format:?}: nor all of it, before a frame starts"
+            );
+            writer.write_all(&good).unwrap();
+            let bad = one_read(&mut capture, &mut frame);
+            assert!(
+                bad.starts_with("bad: ") && bad.contains(&format!("({} bytes skipped)", garbage.len())),
+                "{format:?}: {bad}"
+            );
+            assert!(one_read(&mut capture, &mut frame).starts_with("frame"), "{format:?}: the frame after the garbage");
+            // Garbage at the very end is reported once too, then the stream ends.
+            writer.write_all(first).unwrap();
+            assert_eq!(one_read(&mut capture, &mut frame), "timeout");
+            drop(writer);
+            let at_end = one_read(&mut capture, &mut frame);
+            assert!(at_end.contains("skipped before the end of the stream"), "{format:?}: {at_end}");
+            assert_eq!(one_read(&mut capture, &mut frame), "end", "{format:?}");
+        }
     }
 }
