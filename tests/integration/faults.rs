@@ -418,10 +418,13 @@ fn manifest_normalisation_values_that_make_garbage_scores_are_refused() {
     }
 }
 
-/// Run `vigil calibrate --output` into `out` with the process's file-size limit at `limit`
-/// bytes (RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk; SIGXFSZ ignored so
-/// that the write fails instead of killing the process).
-fn calibrate_with_file_size_limit(dir: &Path, out: &Path, limit: u64) -> Output {
+/// Run `vigil calibrate --output` into `out`, with `restrict` run in the child between fork
+/// and exec (to set a limit or drop a privilege).
+fn calibrate_restricted(
+    dir: &Path,
+    out: &Path,
+    restrict: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> Output {
     use std::os::unix::process::CommandExt;
     let samples = light_model_samples();
     let csv = write(
@@ -437,18 +440,44 @@ fn calibrate_with_file_size_limit(dir: &Path, out: &Path, limit: u64) -> Output 
     let mut command = vigil();
     command.args(["calibrate", "--model", bundle.to_str().unwrap(), "--variant", variant]);
     command.args(["--data", csv.to_str().unwrap(), "--output", out.to_str().unwrap()]);
-    // SAFETY: async-signal-safe calls only, between fork and exec.
+    // SAFETY: the closures passed here make async-signal-safe calls only.
     unsafe {
-        command.pre_exec(move || {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &rlim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        command.pre_exec(restrict);
     }
     wait_bounded(command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(), "calibrate")
+}
+
+/// `calibrate --output` with the process's file-size limit at `limit` bytes (RLIMIT_FSIZE: a
+/// write past it fails with EFBIG, as on a full disk; SIGXFSZ ignored so that the write fails
+/// instead of killing the process).
+fn calibrate_with_file_size_limit(dir: &Path, out: &Path, limit: u64) -> Output {
+    calibrate_restricted(dir, out, move || {
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+        if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &rlim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })
+}
+
+/// `calibrate --output` as a process that permission bits bind: CI runs as root, whom a
+/// read-only directory does not stop, so root's permission-bypassing capabilities
+/// (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER) are dropped from the bounding set
+/// before exec, and the program runs with them gone (as the packaged service's `vigil` user
+/// would). Not root: there is nothing to drop.
+fn calibrate_bound_by_permissions(dir: &Path, out: &Path) -> Output {
+    calibrate_restricted(dir, out, || {
+        if unsafe { libc::geteuid() } == 0 {
+            for cap in [1, 2, 3] {
+                // CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Files in `dir` whose name holds `.tmp-` (a temporary file left behind).
@@ -486,6 +515,33 @@ fn a_thresholds_write_onto_a_full_disk_keeps_the_old_file_and_its_backup() {
 
     // With room, the same command writes the file.
     let o = calibrate_with_file_size_limit(dir.path(), &out, 1 << 20);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&out).unwrap().contains("[thresholds.labels"), "calibrated");
+}
+
+#[test]
+fn a_thresholds_write_into_a_read_only_directory_keeps_the_old_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let inside = dir.path().join("ro");
+    std::fs::create_dir(&inside).unwrap();
+    let out = inside.join("thresholds.toml");
+    let old = "[thresholds]\ndefault = { on = 0.6, off = 0.4 }\n";
+    std::fs::write(&out, old).unwrap();
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let o = calibrate_bound_by_permissions(dir.path(), &out);
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(o.status.code(), Some(1), "a failure while running: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("thresholds.toml") && err.contains("ermission denied"), "names the file and why: {err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), old, "the old file is intact");
+    let names: Vec<String> =
+        std::fs::read_dir(&inside).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["thresholds.toml"], "nothing else written there");
+
+    // The same command, the directory writable again: the file is written (so the refusal
+    // above came from the directory, not from the restricted process).
+    let o = calibrate_bound_by_permissions(dir.path(), &out);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(std::fs::read_to_string(&out).unwrap().contains("[thresholds.labels"), "calibrated");
 }

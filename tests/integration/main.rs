@@ -18,3 +18,4 @@ mod fuzz_replay;
 mod gpio;
 mod model;
 mod road_scene;
+mod soak;
