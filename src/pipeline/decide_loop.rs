@@ -19,6 +19,16 @@ use crate::stats::{Counters, LatencyRing, StageTimes};
 /// How long sinks get to write out what was decided once a stop is asked for.
 pub const FLUSH_BUDGET: Duration = Duration::from_millis(500);
 
+/// What the last status line saw, for the next one's `fps`.
+struct AtStatus {
+    /// Frames decided by then.
+    decided: u64,
+    /// When it was written.
+    at: Instant,
+    /// When the last frame before it was decided.
+    last_decision: Option<Instant>,
+}
+
 /// The decide thread's state.
 pub struct DecideLoop {
     out: Decisions,
@@ -34,8 +44,8 @@ pub struct DecideLoop {
     last_decision: Option<Instant>,
     first_decision: Option<Duration>,
     started: Instant,
-    /// Frames decided and when, at the last status line (for its fps).
-    frames_at_status: (u64, Instant),
+    /// At the last status line (for the next one's fps).
+    at_status: AtStatus,
     /// What the source thread counts (frames lost, frames numbered).
     source: Arc<SourceCounts>,
     /// The source was seen lost: forget the labels once the frames numbered before are decided.
@@ -64,7 +74,7 @@ impl DecideLoop {
             last_decision: None,
             first_decision: None,
             started,
-            frames_at_status: (0, Instant::now()),
+            at_status: AtStatus { decided: 0, at: Instant::now(), last_decision: None },
             source,
             forget_at: None,
             lost: false,
@@ -251,11 +261,18 @@ impl DecideLoop {
         out.health.frames.store(self.counters.decided, Ordering::Relaxed);
     }
 
-    /// The status line as of now; `fps` over the period since the last status line.
+    /// The status line as of now; `fps` over the time since the last status line, or over the
+    /// time its frames really took when that is longer: the final line of a run comes a moment
+    /// after the previous one, and one frame in those few milliseconds is not 170 frames/s.
     fn status_line<'l>(&mut self, labels_on: &'l [&'l str]) -> StatusLine<'l> {
         self.counters.dropped_source = self.source.dropped.load(Ordering::Relaxed);
-        let fps = (self.counters.decided - self.frames_at_status.0) as f64
-            / self.frames_at_status.1.elapsed().as_secs_f64().max(1e-9);
+        let since = &self.at_status;
+        let frames_took = match (since.last_decision, self.last_decision) {
+            (Some(before), Some(last)) => last - before,
+            _ => Duration::ZERO,
+        };
+        let covered = since.at.elapsed().max(frames_took).as_secs_f64().max(1e-9);
+        let fps = (self.counters.decided - since.decided) as f64 / covered;
         // Rounded: a status line is for people and dashboards, not for timing analysis.
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
         let health = &self.out.health;
@@ -276,7 +293,8 @@ impl DecideLoop {
         let labels = Arc::clone(self.out.decider.labels());
         let labels_on: Vec<&str> = self.out.decider.on_labels().map(|i| labels[i].as_str()).collect();
         let status = self.status_line(&labels_on);
-        self.frames_at_status = (self.counters.decided, Instant::now());
+        self.at_status =
+            AtStatus { decided: self.counters.decided, at: Instant::now(), last_decision: self.last_decision };
         for sink in self.out.sinks.iter_mut() {
             sink.status(&status);
         }

@@ -281,6 +281,32 @@ fn corrupt_and_truncated_frames_are_dropped_and_counted() {
     assert!(err.contains("dropped"), "drops are logged: {err}");
 }
 
+#[test]
+fn status_fps_is_the_replay_rate_on_every_line_the_final_one_too() {
+    // Six images replayed at 4 frames/s with a status line every second: the final line comes a
+    // moment after the last regular one and reported one frame over those milliseconds (171
+    // frames/s in the README's replay). Every line must give the rate the frames really came at.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[source]\nkind = \"files\"\npath = \"{}\"\nfps = 4\n\n[status]\ninterval_s = 1\n",
+        crate::common::light_model_section(),
+        crate::common::light_model_samples().display()
+    );
+    let cfg = write(dir.path(), "c.toml", &text);
+    let out = vigil_output(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let statuses: Vec<&Value> = lines.iter().filter(|v| v["type"] == "status").collect();
+    assert!(statuses.len() >= 2, "a regular status line and the final one: {statuses:?}");
+    assert_eq!(statuses.last().unwrap()["frames"], 6, "{statuses:?}");
+    for s in &statuses {
+        let fps = s["fps"].as_f64().unwrap();
+        // At most the replay rate (with room for a frame that came late and its successor on
+        // time); a slow machine may give less.
+        assert!(fps <= 6.0, "fps {fps} over a 4 frames/s replay: {s}");
+    }
+}
+
 // ---------------------------------------------------------------- stop
 
 #[test]
