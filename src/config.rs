@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::bundle::{Bundle, Variant};
 use crate::decide::LabelRule;
-use crate::sink::{GpioSection, SerialSection, StdoutSection};
+use crate::sink::{GpioSection, MetricsSection, SerialSection, StdoutSection};
 use crate::source::{SourceConfig, SourceSection};
 use crate::thresholds::{self, RuleSource, ThresholdsFile, ThresholdsLayer, ThresholdsSpec};
 use crate::tomlfile::{SettingsError, TomlFile};
@@ -80,6 +80,7 @@ struct ConfigFile {
     gpio: Option<GpioSection>,
     #[serde(default)]
     status: StatusSection,
+    metrics: Option<MetricsSection>,
 }
 
 /// A parsed and checked run config.
@@ -105,6 +106,8 @@ pub struct Config {
     pub gpio: Option<GpioSection>,
     /// `[status]`.
     pub status: StatusSection,
+    /// `[metrics] textfile`, resolved and checked: the status as Prometheus metrics.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Where the Debian package installs model bundles. A relative `[model] bundle` that is not
@@ -199,6 +202,16 @@ impl Config {
         if let Some(g) = &c.gpio {
             g.check(&file)?;
         }
+        let metrics_file = c.metrics.as_ref().map(|m| m.path(&file)).transpose()?;
+        if let Some(m) = &c.metrics
+            && *c.status.interval_s.get_ref() == 0.0
+        {
+            return Err(file.error_at(
+                m.textfile.span(),
+                "metrics.textfile",
+                "the metrics file is written at every status line, and `[status] interval_s` is 0 (off): expected a status period",
+            ));
+        }
         Ok(Config {
             file,
             bundle_dir,
@@ -210,6 +223,7 @@ impl Config {
             serial: c.serial,
             gpio: c.gpio,
             status: c.status,
+            metrics_file,
         })
     }
 

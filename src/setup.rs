@@ -14,7 +14,7 @@ use crate::decide::{Decider, LabelRule};
 use crate::engine::{EngineError, TractEngine};
 use crate::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
 use crate::sink::serial::DevicePresence;
-use crate::sink::{GpioLines, GpioSink, SerialSink, Sink, StdoutSink};
+use crate::sink::{GpioLines, GpioSink, MetricsSink, SerialSink, Sink, StdoutSink};
 use crate::source::{self, FrameSource, SourceError};
 use crate::stats::Health;
 use crate::stop::StopFlag;
@@ -171,6 +171,9 @@ impl Prepared {
         }
         if let Some(lines) = gpio {
             sinks.push(Box::new(GpioSink::start(lines, Arc::clone(&health))));
+        }
+        if let Some(path) = &config.metrics_file {
+            sinks.push(Box::new(MetricsSink::start(path.clone(), Arc::clone(&bundle.labels))));
         }
         let model = Model { engine, input: bundle.input.clone(), workers: *config.model.workers.get_ref() };
         let decisions = Decisions {

@@ -1,12 +1,14 @@
-//! Sinks: where decisions go (stdout, a serial line, GPIO lines). Each is built
-//! from its own config section (`[stdout]`, `[serial]`, `[gpio]`), defined
-//! beside it.
+//! Sinks: where decisions go (stdout, a serial line, GPIO lines, a metrics file). Each is
+//! built from its own config section (`[stdout]`, `[serial]`, `[gpio]`, `[metrics]`),
+//! defined beside it.
 
 pub mod gpio;
+pub mod metrics;
 pub mod serial;
 pub mod stdout;
 
 pub use gpio::{GpioLineSpec, GpioLines, GpioSection, GpioSink, LabelOutput, LineRef, OutputMode, Pin};
+pub use metrics::{MetricsSection, MetricsSink};
 pub use serial::{SerialSection, SerialSink, SerialStats};
 pub use stdout::{LineSink, StdoutSection, StdoutSink};
 

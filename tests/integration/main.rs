@@ -16,6 +16,7 @@ mod eval;
 mod faults;
 mod fuzz_replay;
 mod gpio;
+mod metrics;
 mod model;
 mod road_scene;
 mod soak;
