@@ -32,6 +32,46 @@ use crate::pipeline::{Control, RunView};
 use crate::protocol::LineFormat;
 use crate::thresholds::{self, RuleUpdate};
 
+/// What `get thresholds` lists: every label's rule, or with more than
+/// [`MAX_THRESHOLDS_SHOWN`] labels, the most common rule once (`common`) and the labels whose
+/// rule differs from it (`shown`, at most [`MAX_THRESHOLDS_SHOWN`]; `not_shown` more differ).
+#[derive(Debug, PartialEq)]
+pub struct ThresholdListing {
+    /// Labels listed with their own rule, by index.
+    pub shown: Vec<usize>,
+    /// Labels whose rule differs from `common` but that did not fit.
+    pub not_shown: usize,
+    /// The rule of every label not listed (and not counted in `not_shown`).
+    pub common: Option<LabelRule>,
+}
+
+impl ThresholdListing {
+    /// The listing of `rules`.
+    pub fn of(rules: &[LabelRule]) -> ThresholdListing {
+        if rules.len() <= MAX_THRESHOLDS_SHOWN {
+            return ThresholdListing { shown: (0..rules.len()).collect(), not_shown: 0, common: None };
+        }
+        // The most common rule, not the first label's: a technician who changed the first
+        // label's thresholds would otherwise see every other label listed as different.
+        let mut counts: Vec<(LabelRule, usize)> = Vec::new();
+        for rule in rules {
+            match counts.iter_mut().find(|(r, _)| r == rule) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((*rule, 1)),
+            }
+        }
+        // The first of the most frequent, so that a tie lists the same way every time.
+        let common = counts.iter().fold(counts[0], |best, c| if c.1 > best.1 { *c } else { best }).0;
+        let differ: Vec<usize> = (0..rules.len()).filter(|&i| rules[i] != common).collect();
+        let not_shown = differ.len().saturating_sub(MAX_THRESHOLDS_SHOWN);
+        ThresholdListing {
+            shown: differ.into_iter().take(MAX_THRESHOLDS_SHOWN).collect(),
+            not_shown,
+            common: Some(common),
+        }
+    }
+}
+
 /// Where a command's replies go: the serial line it came from, an MQTT reply topic.
 pub trait ReplyTo: Send + Sync {
     /// The line format replies use there.
@@ -145,15 +185,17 @@ impl Console {
             }
             Command::GetThresholds => {
                 // Many labels (ImageNet's 1000) would take seconds at 9600 baud: list those whose
-                // rule differs from the common one, then the common rule once.
+                // rule differs from the most common one, then the common rule once.
                 let (rules, labels) = (decider.rules(), decider.labels());
-                let common = (labels.len() > MAX_THRESHOLDS_SHOWN).then(|| rules[0]);
+                let listing = ThresholdListing::of(rules);
                 ok(&mut |r| {
-                    let listed = labels.iter().zip(rules).filter(|(_, rule)| common.is_none_or(|c| **rule != c));
-                    for (label, rule) in listed.take(MAX_THRESHOLDS_SHOWN) {
-                        r.field(format_args!("{label}:on={}:off={}", rule.on, rule.off));
+                    for &i in &listing.shown {
+                        r.field(format_args!("{}:on={}:off={}", labels[i], rules[i].on, rules[i].off));
                     }
-                    if let Some(c) = common {
+                    if listing.not_shown > 0 {
+                        r.field(format_args!("not_shown={}", listing.not_shown));
+                    }
+                    if let Some(c) = listing.common {
                         r.field(format_args!("others:on={}:off={}", c.on, c.off));
                     }
                 })
@@ -261,5 +303,41 @@ pub fn shown_labels(scores: impl Iterator<Item = f32>, into: &mut Vec<(usize, f3
     if into.len() > MAX_SCORES_SHOWN {
         into.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         into.truncate(MAX_SCORES_SHOWN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thresholds::BUILTIN;
+
+    fn rule(on: f32) -> LabelRule {
+        LabelRule { on, off: on - 0.1, ..BUILTIN }
+    }
+
+    #[test]
+    fn the_listing_names_the_most_common_rule_not_the_first_labels() {
+        // 1000 labels; the technician changed label 0 and three others.
+        let mut rules = vec![rule(0.5); 1000];
+        for i in [0, 10, 20, 30] {
+            rules[i] = rule(0.9);
+        }
+        let listing = ThresholdListing::of(&rules);
+        assert_eq!(listing, ThresholdListing { shown: vec![0, 10, 20, 30], not_shown: 0, common: Some(rule(0.5)) });
+
+        // More differing labels than fit: the rest are counted, not claimed to have the common rule.
+        let mut rules = vec![rule(0.5); 1000];
+        for r in rules.iter_mut().take(100) {
+            *r = rule(0.7);
+        }
+        let listing = ThresholdListing::of(&rules);
+        assert_eq!(
+            (listing.shown.len(), listing.not_shown, listing.common),
+            (MAX_THRESHOLDS_SHOWN, 100 - MAX_THRESHOLDS_SHOWN, Some(rule(0.5)))
+        );
+
+        // Few labels: every one listed, no common rule.
+        let listing = ThresholdListing::of(&rules[..3]);
+        assert_eq!(listing, ThresholdListing { shown: vec![0, 1, 2], not_shown: 0, common: None });
     }
 }
