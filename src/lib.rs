@@ -10,6 +10,7 @@
 //! builds a run's stages from a config. The binary's commands (`src/cmd/`, not
 //! part of this library) call it and turn errors into exit codes. See `docs/architecture.md`.
 
+pub mod board;
 pub mod bundle;
 pub mod classify;
 pub mod config;

@@ -57,6 +57,20 @@ pub struct StatusLine<'a> {
     pub outages: u64,
     /// Labels currently on.
     pub labels_on: &'a [&'a str],
+    /// SoC temperature, °C; `None` on a board without a thermal zone (JSON `null`).
+    pub soc_temp_c: Option<f64>,
+    /// The Raspberry Pi firmware's throttling flags (`vcgencmd get_throttled`), written in
+    /// hex (`0x50005`); `None` on boards that do not report them.
+    #[serde(serialize_with = "hex_flags")]
+    pub throttled: Option<u32>,
+}
+
+/// `0x50005` (formatted straight into the output: no allocation), or `null`.
+fn hex_flags<S: serde::Serializer>(flags: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match flags {
+        Some(f) => s.collect_str(&format_args!("0x{f:x}")),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Serialize)]
@@ -157,6 +171,16 @@ pub fn write_status(out: &mut Vec<u8>, format: LineFormat, s: &StatusLine<'_>) {
                 }
                 push_field(out, l);
             }
+            // After the labels, so that readers of the fields before them are unaffected;
+            // empty when the board does not say.
+            out.push(b',');
+            if let Some(t) = s.soc_temp_c {
+                let _ = write!(out, "{t:.1}");
+            }
+            out.push(b',');
+            if let Some(f) = s.throttled {
+                let _ = write!(out, "0x{f:x}");
+            }
             checksum_into(out, start);
         }
     }
@@ -246,6 +270,8 @@ mod tests {
             source: "lost",
             outages: 2,
             labels_on: &labels,
+            soc_temp_c: Some(61.3),
+            throttled: Some(0x50005),
         };
         write_status(&mut s, LineFormat::Json, &st);
         let v: serde_json::Value = serde_json::from_slice(&s).unwrap();
@@ -253,9 +279,10 @@ mod tests {
         assert_eq!(v["labels_on"][0], "cat");
         assert_eq!(v["dropped"], 1);
         assert_eq!((v["source"].as_str(), v["outages"].as_u64()), (Some("lost"), Some(2)));
+        assert_eq!((v["soc_temp_c"].as_f64(), v["throttled"].as_str()), (Some(61.3), Some("0x50005")));
         s.clear();
         write_status(&mut s, LineFormat::Text, &st);
         let fields = parse_text_line(std::str::from_utf8(&s).unwrap()).unwrap();
-        assert_eq!(fields[7..], ["LOST", "2", "cat"]);
+        assert_eq!(fields[7..], ["LOST", "2", "cat", "61.3", "0x50005"]);
     }
 }

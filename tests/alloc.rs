@@ -164,6 +164,8 @@ fn warm_per_frame_paths_allocate_nothing() {
         source: "ok",
         outages: 0,
         labels_on: &on,
+        soc_temp_c: Some(54.3),
+        throttled: Some(0x50005),
     };
     let event = EventLine { seq: 1, t_ms: 2, label: "traffic light", label_index: 3, on: true, score: 0.75 };
     for s in [&mut sink as &mut dyn Sink, &mut json_sink] {

@@ -79,18 +79,20 @@ pub fn describe(line: &str) -> Result<String, String> {
                 v["state"].as_str().unwrap_or("?").to_uppercase(),
                 v["score"]
             ),
-            Some("status") => format!(
-                "STATUS up {} s  frames {}  {} fps  infer p50 {} ms p99 {} ms  dropped {}  source {} ({} outages)  on: {}",
-                v["uptime_s"],
-                v["frames"],
-                v["fps"],
-                v["infer_ms_p50"],
-                v["infer_ms_p99"],
-                v["dropped"],
-                v["source"].as_str().unwrap_or("?"),
-                v["outages"],
-                v["labels_on"]
-            ),
+            Some("status") => {
+                format!(
+                    "STATUS up {} s  frames {}  {} fps  infer p50 {} ms p99 {} ms  dropped {}  source {} ({} outages)  on: {}",
+                    v["uptime_s"],
+                    v["frames"],
+                    v["fps"],
+                    v["infer_ms_p50"],
+                    v["infer_ms_p99"],
+                    v["dropped"],
+                    v["source"].as_str().unwrap_or("?"),
+                    v["outages"],
+                    v["labels_on"],
+                ) + &board(v["soc_temp_c"].as_f64().map(|t| t.to_string()).as_deref(), v["throttled"].as_str())
+            }
             _ => format!("{v}"),
         });
     }
@@ -99,14 +101,33 @@ pub fn describe(line: &str) -> Result<String, String> {
         ["VGEVT", seq, t, label, state, score] => {
             format!("EVENT  frame {seq:>6}  t={t:>8} ms  {label:<24} {state:<3} score {score}")
         }
-        ["VGSTA", up, frames, fps, p50, p99, dropped, source, outages, on] => format!(
-            "STATUS up {up} s  frames {frames}  {fps} fps  infer p50 {p50} ms p99 {p99} ms  dropped {dropped}  source {source} ({outages} outages)  on: {}",
-            if on.is_empty() { "-" } else { on }
-        ),
+        // With the board's temperature and throttling after the labels, or without (older vigil).
+        ["VGSTA", up, frames, fps, p50, p99, dropped, source, outages, on, board_fields @ ..]
+            if board_fields.len() <= 2 =>
+        {
+            let (temp, throttled) =
+                (board_fields.first().filter(|t| !t.is_empty()), board_fields.get(1).filter(|t| !t.is_empty()));
+            format!(
+                "STATUS up {up} s  frames {frames}  {fps} fps  infer p50 {p50} ms p99 {p99} ms  dropped {dropped}  source {source} ({outages} outages)  on: {}",
+                if on.is_empty() { "-" } else { on }
+            ) + &board(temp.copied(), throttled.copied())
+        }
         ["VGRPL", rest @ ..] => format!("REPLY  {}", rest.join("  ")),
         ["VGSCR", rest @ ..] => format!("SCORES {}", rest.join("  ")),
         other => other.join(","),
     })
+}
+
+/// `  SoC 61.3 °C  throttled 0x50005`, the parts the board reports.
+fn board(temp: Option<&str>, throttled: Option<&str>) -> String {
+    let mut s = String::new();
+    if let Some(t) = temp {
+        s.push_str(&format!("  SoC {t} °C"));
+    }
+    if let Some(f) = throttled {
+        s.push_str(&format!("  throttled {f}"));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -127,5 +148,21 @@ mod tests {
             r#"{"type":"status","uptime_s":1.0,"frames":3,"fps":2.0,"infer_ms_p50":1.0,"infer_ms_p99":2.0,"dropped":0,"source":"ok","outages":0,"labels_on":[]}"#,
         );
         assert!(s.unwrap().starts_with("STATUS"));
+        let s = describe(
+            r#"{"type":"status","uptime_s":1.0,"frames":3,"fps":2.0,"infer_ms_p50":1.0,"infer_ms_p99":2.0,"dropped":0,"source":"ok","outages":0,"labels_on":[],"soc_temp_c":81.2,"throttled":"0x50005"}"#,
+        )
+        .unwrap();
+        assert!(s.ends_with("  SoC 81.2 °C  throttled 0x50005"), "{s}");
+    }
+
+    #[test]
+    fn text_status_with_and_without_the_board_fields() {
+        let line = |body: &str| format!("${body}*{:02X}", vigil::protocol::checksum(body.as_bytes()));
+        let new = describe(&line("VGSTA,10,50,5.0,24.1,30.2,1,OK,0,tabby,61.3,0x50005")).unwrap();
+        assert!(new.contains("on: tabby") && new.ends_with("  SoC 61.3 °C  throttled 0x50005"), "{new}");
+        let no_sensor = describe(&line("VGSTA,10,50,5.0,24.1,30.2,1,OK,0,,,")).unwrap();
+        assert!(no_sensor.ends_with("on: -"), "{no_sensor}");
+        let older = describe(&line("VGSTA,10,50,5.0,24.1,30.2,1,OK,0,tabby")).unwrap();
+        assert!(older.ends_with("on: tabby"), "{older}");
     }
 }

@@ -2,6 +2,7 @@
 //! writes events to the sinks, a status line every period, and runs commands
 //! ([`super::Control`]) between frames.
 
+use crate::board::BoardHealth;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ pub struct DecideLoop {
     started: Instant,
     /// At the last status line (for the next one's fps).
     at_status: AtStatus,
+    /// Where this board's temperature and throttling flags are (found once).
+    board: BoardHealth,
     /// What the source thread counts (frames lost, frames numbered).
     source: Arc<SourceCounts>,
     /// The source was seen lost: forget the labels once the frames numbered before are decided.
@@ -75,6 +78,7 @@ impl DecideLoop {
             first_decision: None,
             started,
             at_status: AtStatus { decided: 0, at: Instant::now(), last_decision: None },
+            board: BoardHealth::find(),
             source,
             forget_at: None,
             lost: false,
@@ -276,6 +280,7 @@ impl DecideLoop {
         // Rounded: a status line is for people and dashboards, not for timing analysis.
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
         let health = &self.out.health;
+        let board = self.board.read();
         StatusLine {
             uptime_s: round(self.started.elapsed().as_secs_f64(), 1),
             frames: self.counters.decided,
@@ -286,6 +291,8 @@ impl DecideLoop {
             source: if health.source_lost.load(Ordering::Relaxed) { "lost" } else { "ok" },
             outages: health.source_outages.load(Ordering::Relaxed),
             labels_on,
+            soc_temp_c: board.soc_temp_c,
+            throttled: board.throttled,
         }
     }
 

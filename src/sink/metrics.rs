@@ -19,6 +19,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Sink;
+use crate::board::{THROTTLED_NOW, THROTTLED_SINCE_BOOT_SHIFT};
 use crate::protocol::{EventLine, StatusLine};
 use crate::tomlfile::{SettingsError, TomlFile};
 use crate::util::LogLimiter;
@@ -66,6 +67,8 @@ struct Snapshot {
     outages: u64,
     /// Per label, in the model's order: on or not.
     on: Vec<bool>,
+    soc_temp_c: Option<f64>,
+    throttled: Option<u32>,
 }
 
 /// The metrics sink: hands each status to its writer thread.
@@ -99,6 +102,7 @@ impl Sink for MetricsSink {
         (snap.uptime_s, snap.frames, snap.fps) = (s.uptime_s, s.frames, s.fps);
         (snap.infer_ms_p50, snap.infer_ms_p99) = (s.infer_ms_p50, s.infer_ms_p99);
         (snap.dropped, snap.source_ok, snap.outages) = (s.dropped, s.source == "ok", s.outages);
+        (snap.soc_temp_c, snap.throttled) = (s.soc_temp_c, s.throttled);
         snap.on.clear();
         snap.on.extend(self.labels.iter().map(|l| s.labels_on.contains(&l.as_str())));
         let Some(tx) = &self.tx else { return };
@@ -193,6 +197,28 @@ fn render(out: &mut String, s: &Snapshot, labels: &[String], write_failures: u64
          vigil_inference_milliseconds{{quantile=\"0.5\"}} {}\nvigil_inference_milliseconds{{quantile=\"0.99\"}} {}\n",
         s.infer_ms_p50, s.infer_ms_p99
     );
+    // Only what the board reports: an absent metric, not a made-up 0.
+    if let Some(t) = s.soc_temp_c {
+        let _ = write!(
+            out,
+            "# HELP vigil_soc_temperature_celsius SoC temperature.\n# TYPE vigil_soc_temperature_celsius gauge\nvigil_soc_temperature_celsius {t}\n"
+        );
+    }
+    if let Some(flags) = s.throttled {
+        out.push_str(
+            "# HELP vigil_throttled 1 while the firmware reports the condition (Raspberry Pi get_throttled).\n# TYPE vigil_throttled gauge\n",
+        );
+        for (bit, name) in THROTTLED_NOW {
+            let _ = writeln!(out, "vigil_throttled{{condition=\"{name}\"}} {}", u8::from(flags & bit != 0));
+        }
+        out.push_str(
+            "# HELP vigil_throttled_since_boot 1 if the condition occurred since boot.\n# TYPE vigil_throttled_since_boot gauge\n",
+        );
+        for (bit, name) in THROTTLED_NOW {
+            let since = flags & (bit << THROTTLED_SINCE_BOOT_SHIFT) != 0;
+            let _ = writeln!(out, "vigil_throttled_since_boot{{condition=\"{name}\"}} {}", u8::from(since));
+        }
+    }
     out.push_str("# HELP vigil_label_on 1 while the label is on.\n# TYPE vigil_label_on gauge\n");
     for (label, on) in labels.iter().zip(&s.on) {
         out.push_str("vigil_label_on{label=\"");
@@ -229,6 +255,8 @@ mod tests {
             source_ok: true,
             outages: 1,
             on: vec![true, false],
+            soc_temp_c: Some(81.2),
+            throttled: Some(0x50005),
         };
         let mut out = String::new();
         render(&mut out, &s, &["person".into(), "say \"hi\"\\now".into()], 0);
@@ -240,6 +268,11 @@ mod tests {
             "vigil_source_outages_total 1",
             "vigil_inference_milliseconds{quantile=\"0.99\"} 9.25",
             "vigil_label_on{label=\"person\"} 1",
+            "vigil_soc_temperature_celsius 81.2",
+            "vigil_throttled{condition=\"under_voltage\"} 1",
+            "vigil_throttled{condition=\"frequency_capped\"} 0",
+            "vigil_throttled_since_boot{condition=\"throttled\"} 1",
+            "vigil_throttled_since_boot{condition=\"soft_temperature_limit\"} 0",
             "vigil_label_on{label=\"say \\\"hi\\\"\\\\now\"} 0",
         ] {
             assert!(out.lines().any(|l| l == line), "missing `{line}` in:\n{out}");

@@ -441,8 +441,11 @@ fn serial_text_lines_carry_valid_checksums() {
             }
             "VGSTA" => {
                 statuses += 1;
-                assert_eq!(fields.len(), 10, "{line}");
+                assert_eq!(fields.len(), 12, "{line}");
                 assert_eq!((fields[7], fields[8]), ("OK", "0"), "files never go missing: {line}");
+                // SoC temperature and throttling flags: empty where the machine has no sensor.
+                assert!(fields[10].is_empty() || fields[10].parse::<f64>().is_ok(), "{line}");
+                assert!(fields[11].is_empty() || fields[11].starts_with("0x"), "{line}");
             }
             other => panic!("unknown sentence {other}"),
         }

@@ -207,7 +207,8 @@ struct Status {
 
 impl Status {
     fn parse(f: &[&str]) -> Option<Status> {
-        if f[0] != "VGSTA" || f.len() != 10 {
+        // ..., labels on, SoC temperature, throttling flags (the virt board has neither sensor).
+        if f[0] != "VGSTA" || f.len() != 12 {
             return None;
         }
         Some(Status {
