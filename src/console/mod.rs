@@ -162,6 +162,13 @@ impl Console {
                         .field(format_args!("source={}", s.source))
                         .field(format_args!("outages={}", s.outages))
                         .field(format_args!("labels_on={on}"));
+                    // Only what the board reports.
+                    if let Some(t) = s.soc_temp_c {
+                        r.field(format_args!("soc_temp_c={t:.1}"));
+                    }
+                    if let Some(f) = s.throttled {
+                        r.field(format_args!("throttled=0x{f:x}"));
+                    }
                 })
             }
             Command::Scores => {
