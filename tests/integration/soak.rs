@@ -457,7 +457,9 @@ fn soak(cycles: u64, pace: Pace, expect: Expect) -> Soak {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(_slave);
-    drop(reader); // blocked in read on the master; it ends with the process
+    // The reader ends on its own: with the sink's and this end of the slave closed, the
+    // master's read fails (EIO).
+    drop(reader);
     let expect = std::mem::replace(&mut *shared.lock().unwrap(), Expect::Record(Vec::new()));
     Soak {
         summary,
