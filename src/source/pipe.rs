@@ -625,15 +625,9 @@ mod tests {
         let mut frame = Frame::empty();
         let mut seen = Vec::new();
         for _ in 0..1000 {
-            match capture.read(&mut frame, Duration::from_millis(100)) {
-                Read::Frame => seen.push(format!("frame {} bytes", frame.data.len())),
-                Read::Bad(why) => seen.push(format!("bad: {why}")),
-                Read::Timeout => seen.push("timeout".into()),
-                Read::Failed(why) => seen.push(format!("failed: {why}")),
-                Read::End => {
-                    seen.push("end".into());
-                    return seen;
-                }
+            seen.push(one_read(&mut capture, &mut frame));
+            if seen.last().unwrap() == "end" {
+                return seen;
             }
         }
         panic!("no end of stream after 1000 reads: {:?}", &seen[..10]);
@@ -699,7 +693,7 @@ mod tests {
 
     use std::io::Write;
 
-    /// What one read gives, as `reads` writes it.
+    /// What one read gives, as a line of `reads`.
     fn one_read(capture: &mut PipeCapture, frame: &mut Frame) -> String {
         match capture.read(frame, Duration::from_millis(20)) {
             Read::Frame => format!("frame {} bytes", frame.data.len()),
