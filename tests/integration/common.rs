@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -72,4 +73,43 @@ pub fn stderr(o: &Output) -> String {
 /// Text of stdout.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Tests that use pseudo-terminals take turns: hold this for the whole test. A pty's number is
+/// reused as soon as it closes, and a daemon reopens its serial port by path (that is what the
+/// unplug test exercises), so a port closed by one test can come back as another test's
+/// terminal; running the soak beside the serial tests made that show (a console test whose
+/// daemon's lines never reached it, 2 runs in 20).
+pub fn pty_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it must not fail the others too.
+    TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A pseudo-terminal: the daemon opens the slave by path, the test reads the master.
+pub struct Pty {
+    /// The side the test reads and writes.
+    pub master: std::fs::File,
+    /// Held open so that the port stays up until the test drops it.
+    pub _slave: OwnedFd,
+    /// The slave's path, for the config (`/dev/pts/N`).
+    pub slave_path: String,
+}
+
+/// A new pseudo-terminal pair.
+pub fn openpty() -> Pty {
+    let (mut m, mut s) = (0, 0);
+    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty");
+    // Not inherited by the daemons tests spawn (here or on other test threads): a child holding
+    // the master open would keep a "vanished" port alive.
+    for fd in [m, s] {
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }.to_string_lossy().into_owned();
+    Pty {
+        master: unsafe { std::fs::File::from_raw_fd(m) },
+        _slave: unsafe { OwnedFd::from_raw_fd(s) },
+        slave_path: name,
+    }
 }

@@ -3,12 +3,11 @@
 //! stop on SIGTERM, and the serial protocol on a real pseudo-terminal.
 
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{default_bundle, stderr, stdout, vigil, vigil_output, write};
+use crate::common::{Pty, default_bundle, openpty, pty_turn, stderr, stdout, vigil, vigil_output, write};
 use serde_json::Value;
 
 fn samples() -> PathBuf {
@@ -358,30 +357,6 @@ fn sigterm_stops_promptly_and_flushes() {
 
 // ---------------------------------------------------------------- serial
 
-/// A pseudo-terminal: the daemon opens the slave by path, the test reads the master.
-struct Pty {
-    master: std::fs::File,
-    _slave: OwnedFd,
-    slave_path: String,
-}
-
-fn openpty() -> Pty {
-    let (mut m, mut s) = (0, 0);
-    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(rc, 0, "openpty");
-    // Not inherited by the daemons tests spawn (here or on other test threads): a child holding
-    // the master open would keep a "vanished" port alive.
-    for fd in [m, s] {
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }.to_string_lossy().into_owned();
-    Pty {
-        master: unsafe { std::fs::File::from_raw_fd(m) },
-        _slave: unsafe { OwnedFd::from_raw_fd(s) },
-        slave_path: name,
-    }
-}
-
 /// What is waiting in a pty master's buffer, read without blocking.
 fn read_all_waiting(mut master: std::fs::File) -> Vec<u8> {
     unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
@@ -417,6 +392,7 @@ fn run_with_serial(format: &str) -> String {
 
 #[test]
 fn serial_text_lines_carry_valid_checksums() {
+    let _turn = pty_turn();
     let text = run_with_serial("text");
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     assert!(lines.len() >= 3, "events and status lines: {text:?}");
@@ -456,6 +432,7 @@ fn serial_text_lines_carry_valid_checksums() {
 
 #[test]
 fn serial_json_lines_parse() {
+    let _turn = pty_turn();
     let text = run_with_serial("json");
     let lines = json_lines(&text);
     assert!(lines.iter().any(|v| v["type"] == "event" && v["state"] == "on"));
@@ -526,6 +503,7 @@ fn send(master: &std::fs::File, text: &str) {
 
 #[test]
 fn serial_console_commands_and_threshold_changes() {
+    let _turn = pty_turn();
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyVIGIL");
     let first = openpty();
@@ -620,6 +598,7 @@ fn serial_console_commands_and_threshold_changes() {
 /// rather than per attempt, and answer commands on the new port.
 #[test]
 fn serial_port_that_vanishes_is_reopened() {
+    let _turn = pty_turn();
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyUSB-vigil");
     let first = openpty();
@@ -675,6 +654,7 @@ fn serial_port_that_vanishes_is_reopened() {
 /// event that does not reach the wire is counted in the stop log line, none silently lost.
 #[test]
 fn blocked_serial_line_never_stalls_inference_and_counts_what_it_drops() {
+    let _turn = pty_turn();
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let pty = openpty();

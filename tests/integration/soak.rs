@@ -19,7 +19,6 @@
 //! docs/reliability.md. A run of a few cycles is part of the default test run.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +31,7 @@ use vigil::sink::gpio::OutputLine;
 use vigil::sink::{GpioLines, LabelOutput, OutputMode};
 use vigil::stop::StopFlag;
 
-use crate::common::root;
+use crate::common::{openpty, pty_turn, root};
 
 /// Frames in one cycle of the stream (good and corrupt together).
 const CYCLE: usize = 40;
@@ -167,18 +166,6 @@ impl OutputPin for CountingPin {
 fn counting_line(name: &str) -> (OutputLine, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
     (OutputLine::new(name, Box::new(CountingPin(Arc::clone(&counts))), false, None), counts)
-}
-
-/// A pseudo-terminal: the daemon opens the slave by path, the test reads the master.
-fn openpty() -> (std::fs::File, OwnedFd, String) {
-    let (mut m, mut s) = (0, 0);
-    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(rc, 0, "openpty");
-    for fd in [m, s] {
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }.to_string_lossy().into_owned();
-    (unsafe { std::fs::File::from_raw_fd(m) }, unsafe { OwnedFd::from_raw_fd(s) }, name)
 }
 
 /// One event as the serial line carries it, without its run-specific fields (`t_ms`), and with
@@ -356,7 +343,8 @@ fn soak(cycles: u64, pace: Pace, expect: Expect) -> Soak {
     let fifo = dir.path().join("camera.mjpeg");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-    let (master, _slave, pty) = openpty();
+    let _turn = pty_turn();
+    let crate::common::Pty { master, _slave, slave_path: pty } = openpty();
     let config = Config::load(&config(dir.path(), &fifo, &pty)).expect("soak config");
 
     let stream = cycle_bytes();
