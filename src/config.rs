@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::bundle::{Bundle, Variant};
 use crate::decide::LabelRule;
-use crate::sink::{GpioSection, MetricsSection, SerialSection, StdoutSection};
+use crate::sink::{GpioSection, MetricsSection, MqttSection, MqttSettings, SerialSection, StdoutSection};
 use crate::source::{SourceConfig, SourceSection};
 use crate::thresholds::{self, RuleSource, ThresholdsFile, ThresholdsLayer, ThresholdsSpec};
 use crate::tomlfile::{SettingsError, TomlFile};
@@ -81,6 +81,7 @@ struct ConfigFile {
     #[serde(default)]
     status: StatusSection,
     metrics: Option<MetricsSection>,
+    mqtt: Option<MqttSection>,
 }
 
 /// A parsed and checked run config.
@@ -108,6 +109,8 @@ pub struct Config {
     pub status: StatusSection,
     /// `[metrics] textfile`, resolved and checked: the status as Prometheus metrics.
     pub metrics_file: Option<PathBuf>,
+    /// `[mqtt]`, checked (password and certificates read): events, states and status to a broker.
+    pub mqtt: Option<MqttSettings>,
 }
 
 /// Where the Debian package installs model bundles. A relative `[model] bundle` that is not
@@ -212,6 +215,7 @@ impl Config {
                 "the metrics file is written at every status line, and `[status] interval_s` is 0 (off): expected a status period",
             ));
         }
+        let mqtt = c.mqtt.as_ref().map(|m| m.check(&file)).transpose()?;
         Ok(Config {
             file,
             bundle_dir,
@@ -224,6 +228,7 @@ impl Config {
             gpio: c.gpio,
             status: c.status,
             metrics_file,
+            mqtt,
         })
     }
 

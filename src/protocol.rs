@@ -144,6 +144,66 @@ pub fn write_event(out: &mut Vec<u8>, format: LineFormat, e: &EventLine<'_>) {
     }
 }
 
+/// What a fleet message adds to a line: which daemon start it comes from and the wall-clock
+/// time, so that a consumer of many boards tells restarts apart and drops a duplicate by
+/// (`boot_id`, `seq`, `label`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Fleet<'a> {
+    /// Random, new at every start of the process (kept across reloads, like `seq`).
+    pub boot_id: &'a str,
+    /// Milliseconds since 1970 (UTC) of the frame's capture (events) or of the status.
+    pub time_ms: u64,
+}
+
+#[derive(Serialize)]
+struct FleetEvent<'a> {
+    #[serde(flatten)]
+    event: JsonEvent<'a>,
+    #[serde(flatten)]
+    fleet: Fleet<'a>,
+}
+
+/// One event as the JSON object the stdout sink writes, plus the [`Fleet`] fields; no line
+/// ending (an MQTT payload).
+pub fn write_fleet_event(out: &mut Vec<u8>, e: &EventLine<'_>, fleet: Fleet<'_>) {
+    let event = JsonEvent {
+        kind: "event",
+        seq: e.seq,
+        t_ms: e.t_ms,
+        label: e.label,
+        state: state_word(e.on),
+        score: round4(e.score),
+    };
+    let _ = serde_json::to_writer(&mut *out, &FleetEvent { event, fleet });
+}
+
+/// The outbox's figures a fleet status carries.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OutboxFigures {
+    /// Events waiting for the broker.
+    pub outbox_queued: u64,
+    /// Events dropped because the outbox was full, since the start.
+    pub outbox_dropped: u64,
+}
+
+#[derive(Serialize)]
+struct FleetStatus<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    status: &'a StatusLine<'a>,
+    #[serde(flatten)]
+    fleet: Fleet<'a>,
+    #[serde(flatten)]
+    outbox: OutboxFigures,
+}
+
+/// The status as the JSON object the stdout sink writes, plus the [`Fleet`] fields and the
+/// outbox's figures; no line ending.
+pub fn write_fleet_status(out: &mut Vec<u8>, s: &StatusLine<'_>, fleet: Fleet<'_>, outbox: OutboxFigures) {
+    let _ = serde_json::to_writer(&mut *out, &FleetStatus { kind: "status", status: s, fleet, outbox });
+}
+
 /// Append one status line (with its line ending) to `out`.
 pub fn write_status(out: &mut Vec<u8>, format: LineFormat, s: &StatusLine<'_>) {
     match format {

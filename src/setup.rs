@@ -14,7 +14,7 @@ use crate::decide::{Decider, LabelRule};
 use crate::engine::{EngineError, TractEngine};
 use crate::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
 use crate::sink::serial::DevicePresence;
-use crate::sink::{GpioLines, GpioSink, MetricsSink, SerialSink, Sink, StdoutSink};
+use crate::sink::{GpioLines, GpioSink, MetricsSink, MqttSink, SerialSink, Sink, StdoutSink};
 use crate::source::{self, FrameSource, SourceError};
 use crate::stats::Health;
 use crate::stop::StopFlag;
@@ -159,15 +159,25 @@ impl Prepared {
         if config.stdout.enabled {
             sinks.push(Box::new(StdoutSink::stdout(config.stdout.format)));
         }
+        // One console for every transport that takes commands: the serial line, and MQTT's
+        // `<prefix>/cmd` when enabled.
         let mut control: Option<Box<dyn Control>> = None;
-        if let Some(serial) = &config.serial {
+        let mut requests = None;
+        if config.serial.is_some() || config.mqtt.as_ref().is_some_and(|m| m.commands) {
             let saves_to = config.thresholds_file.as_ref().map(|f| f.file.path.clone());
-            let (mut console, requests) = Console::new(bundle.labels.len(), saves_to);
+            let (mut console, tx) = Console::new(bundle.labels.len(), saves_to);
             for &i in &carried {
                 console.carried_over(i);
             }
             control = Some(Box::new(console));
-            sinks.push(Box::new(SerialSink::start(serial, Some(requests))));
+            requests = Some(tx);
+        }
+        if let Some(serial) = &config.serial {
+            sinks.push(Box::new(SerialSink::start(serial, requests.clone())));
+        }
+        if let Some(mqtt) = &config.mqtt {
+            let labels = Arc::clone(&bundle.labels);
+            sinks.push(Box::new(MqttSink::start(mqtt, labels, &bundle.name, started, requests.clone())));
         }
         if let Some(lines) = gpio {
             sinks.push(Box::new(GpioSink::start(lines, Arc::clone(&health))));

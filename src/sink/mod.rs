@@ -1,14 +1,17 @@
-//! Sinks: where decisions go (stdout, a serial line, GPIO lines, a metrics file). Each is
-//! built from its own config section (`[stdout]`, `[serial]`, `[gpio]`, `[metrics]`),
+//! Sinks: where decisions go (stdout, a serial line, GPIO lines, a metrics file, an MQTT
+//! broker). Each is built from its own config section (`[stdout]`, `[serial]`, `[gpio]`,
+//! `[metrics]`, `[mqtt]`),
 //! defined beside it.
 
 pub mod gpio;
 pub mod metrics;
+pub mod mqtt;
 pub mod serial;
 pub mod stdout;
 
 pub use gpio::{GpioLineSpec, GpioLines, GpioSection, GpioSink, LabelOutput, LineRef, OutputMode, Pin};
 pub use metrics::{MetricsSection, MetricsSink};
+pub use mqtt::{MqttSection, MqttSettings, MqttSink};
 pub use serial::{SerialSection, SerialSink, SerialStats};
 pub use stdout::{LineSink, StdoutSection, StdoutSink};
 

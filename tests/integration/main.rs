@@ -18,5 +18,6 @@ mod fuzz_replay;
 mod gpio;
 mod metrics;
 mod model;
+mod mqtt;
 mod road_scene;
 mod soak;
