@@ -331,7 +331,7 @@ impl Daemon {
     }
 
     /// `(seq, label, state)` of every event on stdout, in order.
-    fn events(&self) -> Vec<(u64, String, String)> {
+    fn events(&self) -> Vec<EventKey> {
         self.stdout
             .lock()
             .unwrap()
@@ -349,13 +349,16 @@ impl Drop for Daemon {
     }
 }
 
-fn key(v: &Value) -> (u64, String, String) {
+/// An event as a consumer identifies it within one boot: frame seq, label, new state.
+type EventKey = (u64, String, String);
+
+fn key(v: &Value) -> EventKey {
     (v["seq"].as_u64().unwrap(), v["label"].as_str().unwrap().to_string(), v["state"].as_str().unwrap().to_string())
 }
 
 /// The MQTT events, first arrivals only (a consumer drops repeats by boot id, seq and label),
 /// and how many repeats there were.
-fn unique_events(events: &[Value]) -> (Vec<(String, (u64, String, String))>, usize) {
+fn unique_events(events: &[Value]) -> (Vec<(String, EventKey)>, usize) {
     let mut seen = HashSet::new();
     let mut unique = Vec::new();
     for e in events {
