@@ -32,6 +32,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("pipe_stream", pipe_stream),
     ("labelled_csv", labelled_csv),
     ("image", image),
+    ("mqtt_packets", mqtt_packets),
+    ("mqtt_outbox", mqtt_outbox),
 ];
 
 /// A folder of the crate, so that a fuzzed config's `bundle = "../models/elpv-solar"` and a
@@ -166,4 +168,36 @@ pub fn image(data: &[u8]) {
     let mut pre = Preprocessor::new(&spec);
     let mut tensor = vec![0.0; spec.len()];
     let _ = pre.run(&frame, &mut tensor);
+}
+
+/// Bytes from an MQTT broker (or anything listening where the broker should be): decoded packet
+/// after packet, as the client thread does, until one is malformed or more bytes are needed.
+pub fn mqtt_packets(data: &[u8]) {
+    let mut at = 0;
+    while let Ok(Some((_, used))) = crate::sink::mqtt::packet::decode(&data[at..]) {
+        at += used;
+    }
+}
+
+/// An outbox file as a power cut, a full disk or another program may have left it: opened (what
+/// is readable kept, the rest cut off or moved aside), then used.
+pub fn mqtt_outbox(data: &[u8]) {
+    let Ok(dir) = tempfile_dir() else { return };
+    let path = dir.join("outbox");
+    if std::fs::write(&path, data).is_ok() {
+        let mut outbox = crate::sink::mqtt::outbox::Outbox::open(&path, 4096);
+        outbox.push(b"{}".to_vec());
+        outbox.delivered(outbox.len() / 2);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh folder for one input (the library has no tempfile dependency).
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir =
+        std::env::temp_dir().join(format!("vigil-fuzz-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
