@@ -68,6 +68,7 @@ fn main() {
             t_ms: seq,
             label: "person",
             label_index: 0,
+            snapshot: None,
             on: seq.is_multiple_of(2),
             score: 0.9,
         });

@@ -15,6 +15,7 @@ use toml::Spanned;
 use crate::bundle::{Bundle, Variant};
 use crate::decide::LabelRule;
 use crate::sink::{GpioSection, MetricsSection, MqttSection, MqttSettings, SerialSection, StdoutSection};
+use crate::snapshots::{SnapshotSettings, SnapshotsSection};
 use crate::source::{SourceConfig, SourceSection};
 use crate::thresholds::{self, RuleSource, ThresholdsFile, ThresholdsLayer, ThresholdsSpec};
 use crate::tomlfile::{SettingsError, TomlFile};
@@ -82,6 +83,7 @@ struct ConfigFile {
     status: StatusSection,
     metrics: Option<MetricsSection>,
     mqtt: Option<MqttSection>,
+    snapshots: Option<SnapshotsSection>,
 }
 
 /// A parsed and checked run config.
@@ -111,6 +113,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// `[mqtt]`, checked (password and certificates read): events, states and status to a broker.
     pub mqtt: Option<MqttSettings>,
+    /// `[snapshots]`, checked: the frame of each switch-on saved as a JPEG.
+    pub snapshots: Option<SnapshotSettings>,
 }
 
 /// Where the Debian package installs model bundles. A relative `[model] bundle` that is not
@@ -216,6 +220,7 @@ impl Config {
             ));
         }
         let mqtt = c.mqtt.as_ref().map(|m| m.check(&file)).transpose()?;
+        let snapshots = c.snapshots.as_ref().map(|s| s.check(&file, mqtt.is_some())).transpose()?;
         Ok(Config {
             file,
             bundle_dir,
@@ -229,6 +234,7 @@ impl Config {
             status: c.status,
             metrics_file,
             mqtt,
+            snapshots,
         })
     }
 

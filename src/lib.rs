@@ -27,6 +27,7 @@ pub mod preprocess;
 pub mod protocol;
 pub mod setup;
 pub mod sink;
+pub mod snapshots;
 pub mod source;
 pub mod stats;
 pub mod stop;

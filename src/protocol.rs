@@ -34,6 +34,8 @@ pub struct EventLine<'a> {
     pub on: bool,
     /// Score that caused the change.
     pub score: f32,
+    /// The snapshot's file name (`[snapshots]`, switch-on events), written in JSON lines.
+    pub snapshot: Option<&'a str>,
 }
 
 /// The periodic health line.
@@ -82,6 +84,8 @@ struct JsonEvent<'a> {
     label: &'a str,
     state: &'static str,
     score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +134,7 @@ pub fn write_event(out: &mut Vec<u8>, format: LineFormat, e: &EventLine<'_>) {
                 label: e.label,
                 state: state_word(e.on),
                 score: round4(e.score),
+                snapshot: e.snapshot,
             };
             let _ = serde_json::to_writer(&mut *out, &j);
             out.push(b'\n');
@@ -173,6 +178,7 @@ pub fn write_fleet_event(out: &mut Vec<u8>, e: &EventLine<'_>, fleet: Fleet<'_>)
         label: e.label,
         state: state_word(e.on),
         score: round4(e.score),
+        snapshot: e.snapshot,
     };
     let _ = serde_json::to_writer(&mut *out, &FleetEvent { event, fleet });
 }
@@ -290,7 +296,15 @@ mod tests {
     #[test]
     fn text_event_round_trips_with_checksum() {
         let mut s = Vec::new();
-        let e = EventLine { seq: 7, t_ms: 1400, label: "traffic light", label_index: 0, on: true, score: 0.91234 };
+        let e = EventLine {
+            seq: 7,
+            t_ms: 1400,
+            label: "traffic light",
+            label_index: 0,
+            snapshot: None,
+            on: true,
+            score: 0.91234,
+        };
         write_event(&mut s, LineFormat::Text, &e);
         let s = String::from_utf8(s).unwrap();
         assert!(s.starts_with("$VGEVT,7,1400,traffic light,ON,0.9123*"));
@@ -305,7 +319,8 @@ mod tests {
     #[test]
     fn reserved_characters_in_labels_are_replaced() {
         let mut s = Vec::new();
-        let e = EventLine { seq: 1, t_ms: 0, label: "a,b*c$d;é", label_index: 0, on: false, score: 0.0 };
+        let e =
+            EventLine { seq: 1, t_ms: 0, label: "a,b*c$d;é", label_index: 0, snapshot: None, on: false, score: 0.0 };
         write_event(&mut s, LineFormat::Text, &e);
         assert_eq!(parse_text_line(std::str::from_utf8(&s).unwrap()).unwrap()[3], "a_b_c_d_é");
     }

@@ -15,6 +15,7 @@ use crate::engine::{EngineError, TractEngine};
 use crate::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
 use crate::sink::serial::DevicePresence;
 use crate::sink::{GpioLines, GpioSink, MetricsSink, MqttSink, SerialSink, Sink, StdoutSink};
+use crate::snapshots::Snapshots;
 use crate::source::{self, FrameSource, SourceError};
 use crate::stats::Health;
 use crate::stop::StopFlag;
@@ -175,10 +176,18 @@ impl Prepared {
         if let Some(serial) = &config.serial {
             sinks.push(Box::new(SerialSink::start(serial, requests.clone())));
         }
+        let mut publisher = None;
         if let Some(mqtt) = &config.mqtt {
             let labels = Arc::clone(&bundle.labels);
-            sinks.push(Box::new(MqttSink::start(mqtt, labels, &bundle.name, started, requests.clone())));
+            let sink = MqttSink::start(mqtt, labels, &bundle.name, started, requests.clone());
+            publisher = Some(sink.snapshot_publisher());
+            sinks.push(Box::new(sink));
         }
+        let workers = *config.model.workers.get_ref();
+        let snapshots = config.snapshots.as_ref().map(|s| {
+            let labels = Arc::clone(&bundle.labels);
+            Snapshots::start(s, labels, started, pipeline::frames_in_flight(workers), publisher.clone())
+        });
         if let Some(lines) = gpio {
             sinks.push(Box::new(GpioSink::start(lines, Arc::clone(&health))));
         }
@@ -193,6 +202,7 @@ impl Prepared {
             control,
             health,
             first_seq: resume.map_or(0, |r| r.next_seq),
+            snapshots,
         };
         pipeline::run(source, &model, decisions, stop, started)
     }

@@ -175,7 +175,8 @@ fn warm_per_frame_paths_allocate_nothing() {
         soc_temp_c: Some(54.3),
         throttled: Some(0x50005),
     };
-    let event = EventLine { seq: 1, t_ms: 2, label: "traffic light", label_index: 3, on: true, score: 0.75 };
+    let event =
+        EventLine { seq: 1, t_ms: 2, label: "traffic light", label_index: 3, snapshot: None, on: true, score: 0.75 };
     for s in [&mut sink as &mut dyn Sink, &mut json_sink] {
         s.event(&event);
         s.status(&status);

@@ -170,6 +170,7 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
             control: None,
             health: Arc::default(),
             first_seq: 0,
+            snapshots: None,
         };
         let summary: RunSummary = pipeline::run(Box::new(source), &model, decisions, &StopFlag::new(), started)?;
         if i == 0 {

@@ -138,6 +138,10 @@ impl DecideLoop {
         if interval.is_some() {
             self.emit_status();
         }
+        // Snapshots first: one may still go out through the MQTT sink.
+        if let Some(s) = &mut self.out.snapshots {
+            s.finish(FLUSH_BUDGET);
+        }
         for sink in &mut self.out.sinks {
             sink.flush(FLUSH_BUDGET);
         }
@@ -197,6 +201,11 @@ impl DecideLoop {
     fn write_events(&mut self) {
         let out = &mut self.out;
         for e in &self.events {
+            // A label switching on: its frame is saved (off the decide thread) under this name.
+            let snapshot = match &mut out.snapshots {
+                Some(s) if e.on => Some(s.switched_on(e.seq, e.t_ms, e.label)),
+                _ => None,
+            };
             let line = EventLine {
                 seq: e.seq,
                 t_ms: e.t_ms,
@@ -204,6 +213,7 @@ impl DecideLoop {
                 label_index: e.label,
                 on: e.on,
                 score: e.score,
+                snapshot,
             };
             for sink in out.sinks.iter_mut() {
                 sink.event(&line);

@@ -37,6 +37,7 @@ use crate::decide::Decider;
 use crate::engine::{EngineError, InferenceEngine, InferenceWorker};
 use crate::protocol::StatusLine;
 use crate::sink::Sink;
+use crate::snapshots::Snapshots;
 use crate::source::FrameSource;
 use crate::stats::{Counters, Health, StageTimes};
 use crate::stop::StopFlag;
@@ -72,6 +73,16 @@ pub struct Decisions {
     /// The first frame's sequence number: 0, or where the run before a reload stopped, so
     /// that event `seq` keeps counting up for consumers.
     pub first_seq: u64,
+    /// `[snapshots]`: the frame of each switch-on saved as a JPEG.
+    pub snapshots: Option<Snapshots>,
+}
+
+/// How many frames can be between the prepare thread and the decide thread at once with
+/// `workers` workers (tensors in jobs, results waiting to be decided): what a
+/// [`crate::snapshots::FrameRing`] must hold, so that the frame of a decision is still there.
+pub fn frames_in_flight(workers: usize) -> usize {
+    let sizes = PoolSizes::for_workers(workers);
+    sizes.inputs + sizes.scores + 2
 }
 
 /// The run as the decide thread sees it when a command arrives.
@@ -144,6 +155,7 @@ pub fn run(
     // never reads as closed while it waits on it.
     let (failed, failures) = crossbeam_channel::unbounded::<ThreadFailed>();
     let first_seq = decisions.first_seq;
+    let ring = decisions.snapshots.as_ref().map(Snapshots::ring);
     let decide = DecideLoop::new(decisions, sizes.scores, started, Arc::clone(&source_counts));
     let summary = std::thread::scope(|scope| {
         threads::spawn_source(
@@ -155,7 +167,7 @@ pub fn run(
             source_counts,
             failed.clone(),
         );
-        threads::spawn_prepare(scope, &model.input, pools.prepare, stop.clone(), failed.clone());
+        threads::spawn_prepare(scope, &model.input, pools.prepare, ring, stop.clone(), failed.clone());
         threads::spawn_workers(scope, workers, pools.worker, stop.clone(), failed.clone());
         let mut summary = None;
         guarded("decide", &failed, stop, || summary = Some(decide.run(pools.decide, &failures)));
@@ -326,6 +338,7 @@ mod tests {
             control: Some(Box::new(Recorder { decided: Arc::clone(&decided), requests: crossbeam_channel::never() })),
             health: Arc::clone(&health),
             first_seq: 0,
+            snapshots: None,
         };
         let summary = run(Box::new(source), &model, decisions, stop, Instant::now()).expect("run");
         let decided = decided.lock().unwrap().clone();
@@ -399,6 +412,7 @@ mod tests {
                 control: None,
                 health: Arc::new(Health::default()),
                 first_seq: 0,
+                snapshots: None,
             };
             let _ = tx.send(run(source, &model, decisions, &stop, Instant::now()));
         });
@@ -573,6 +587,7 @@ mod tests {
             control: None,
             health: Arc::clone(&health),
             first_seq: 0,
+            snapshots: None,
         };
         let source = LosesItsCamera { next: 0, health: Arc::clone(&health), late_frame };
         let summary = run(Box::new(source), &model, decisions, &StopFlag::new(), Instant::now()).expect("run");

@@ -21,6 +21,7 @@ use super::pools::{PrepareEnds, SourceEnds, WorkerEnds};
 use crate::bundle::InputSpec;
 use crate::engine::{InferenceWorker, InputTensor};
 use crate::preprocess::Preprocessor;
+use crate::snapshots::FrameRing;
 use crate::source::{FrameSource, Next};
 use crate::stats::StageTimes;
 use crate::stop::StopFlag;
@@ -182,19 +183,22 @@ pub fn spawn_prepare<'s>(
     scope: &'s Scope<'s, '_>,
     input: &'s InputSpec,
     ends: PrepareEnds,
+    snapshots: Option<Arc<FrameRing>>,
     stop: StopFlag,
     failed: Sender<ThreadFailed>,
 ) -> ScopedJoinHandle<'s, ()> {
     std::thread::Builder::new()
         .name("prepare".into())
-        .spawn_scoped(scope, move || guarded("prepare", &failed, &stop, || prepare_loop(input, &ends, &stop)))
+        .spawn_scoped(scope, move || {
+            guarded("prepare", &failed, &stop, || prepare_loop(input, &ends, snapshots.as_deref(), &stop))
+        })
         .expect("spawn prepare thread")
 }
 
-fn prepare_loop(input: &InputSpec, ends: &PrepareEnds, stop: &StopFlag) {
+fn prepare_loop(input: &InputSpec, ends: &PrepareEnds, snapshots: Option<&FrameRing>, stop: &StopFlag) {
     let mut pre = Preprocessor::new(input);
     let mut corrupt_log = LogLimiter::new(LOG_PERIOD);
-    while let Ok(frame) = ends.frames.recv() {
+    while let Ok(mut frame) = ends.frames.recv() {
         let (seq, t_ms) = (frame.seq, frame.t_ms);
         let job = if stop.is_stopped() {
             Job::Dropped { seq, t_ms, why: Dropped::Stopping }
@@ -212,6 +216,10 @@ fn prepare_loop(input: &InputSpec, ends: &PrepareEnds, stop: &StopFlag) {
                 }
             }
         };
+        if let (Some(ring), Job::Ready { .. }) = (snapshots, &job) {
+            // Its pixels stay for a snapshot; the frame goes back with the ring's older buffer.
+            ring.keep(&mut frame);
+        }
         let _ = ends.free_frames.send(frame);
         if ends.jobs.send(job).is_err() {
             return;

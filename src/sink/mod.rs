@@ -11,7 +11,7 @@ pub mod stdout;
 
 pub use gpio::{GpioLineSpec, GpioLines, GpioSection, GpioSink, LabelOutput, LineRef, OutputMode, Pin};
 pub use metrics::{MetricsSection, MetricsSink};
-pub use mqtt::{MqttSection, MqttSettings, MqttSink};
+pub use mqtt::{MqttSection, MqttSettings, MqttSink, SnapshotPublisher};
 pub use serial::{SerialSection, SerialSink, SerialStats};
 pub use stdout::{LineSink, StdoutSection, StdoutSink};
 

@@ -49,7 +49,7 @@ fn last(log: &Log) -> Option<bool> {
 }
 
 fn event(label_index: usize, on: bool) -> EventLine<'static> {
-    EventLine { seq: 0, t_ms: 0, label: "x", label_index, on, score: 0.9 }
+    EventLine { seq: 0, t_ms: 0, label: "x", label_index, on, score: 0.9, snapshot: None }
 }
 
 /// Wait until `cond` holds. The deadline is generous (5 s) because it only bounds a hang:

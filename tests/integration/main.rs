@@ -20,4 +20,5 @@ mod metrics;
 mod model;
 mod mqtt;
 mod road_scene;
+mod snapshots;
 mod soak;

@@ -32,6 +32,8 @@ pub struct Client {
     pub states: Vec<bool>,
     /// Per label: changed since last published (all of them after a connect).
     pub states_dirty: Vec<bool>,
+    /// Per label: a snapshot not published yet.
+    pub snapshots: Vec<Option<Vec<u8>>>,
     pub status: Option<Vec<u8>>,
     pub status_dirty: bool,
     pub replies: VecDeque<Vec<u8>>,
@@ -44,8 +46,9 @@ pub struct Client {
 /// A connection and what was sent on it.
 struct Session {
     link: Link,
-    /// Packet ids of the oldest outbox events, sent on this connection and not yet acknowledged.
-    in_flight: VecDeque<u16>,
+    /// Events sent on this connection and not yet acknowledged, oldest first: (packet id,
+    /// outbox id). By outbox id, not position: a full outbox may drop one while it is in flight.
+    in_flight: VecDeque<(u16, u64)>,
     next_id: u16,
     last_sent: Instant,
     ping_sent: Option<Instant>,
@@ -149,6 +152,11 @@ impl Client {
                     }
                 }
             }
+            ToClient::Snapshot { label, jpeg } => {
+                if let Some(slot) = self.snapshots.get_mut(label) {
+                    *slot = Some(jpeg);
+                }
+            }
             ToClient::Stop { deadline } => return Some(deadline),
         }
         None
@@ -198,11 +206,14 @@ impl Client {
             }
             self.states_dirty.fill(true);
         }
-        while s.in_flight.len() < WINDOW.min(self.outbox.len()) {
+        let mut next = s.in_flight.back().map_or(0, |&(_, id)| id + 1).max(self.outbox.front_id());
+        while s.in_flight.len() < WINDOW
+            && let Some(payload) = self.outbox.by_id(next)
+        {
             let id = s.next_id();
-            let payload = self.outbox.get(s.in_flight.len()).expect("counted");
             packet::publish(out, &self.topics.events, payload, false, Some(id));
-            s.in_flight.push_back(id);
+            s.in_flight.push_back((id, next));
+            next += 1;
         }
         for ((topic, on), dirty) in self.topics.states.iter().zip(&self.states).zip(&mut self.states_dirty) {
             if std::mem::take(dirty) {
@@ -213,6 +224,11 @@ impl Client {
             && let Some(status) = &self.status
         {
             packet::publish(out, &self.topics.status, status, true, None);
+        }
+        for (topic, jpeg) in self.topics.snapshots.iter().zip(&mut self.snapshots) {
+            if let Some(jpeg) = jpeg.take() {
+                packet::publish(out, topic, &jpeg, true, None);
+            }
         }
         while let Some(reply) = self.replies.pop_front() {
             let line = reply.strip_suffix(b"\n").unwrap_or(&reply);
@@ -237,11 +253,14 @@ impl Client {
         for r in received.drain(..) {
             match r {
                 Received::PubAck(id) => {
-                    if s.in_flight.front() != Some(&id) {
+                    let Some((packet, event)) = s.in_flight.pop_front().filter(|&(p, _)| p == id) else {
                         return Err(format!("an acknowledgement for packet {id} out of order"));
+                    };
+                    debug_assert_eq!(packet, id);
+                    // Not there any more if the full outbox dropped it meanwhile.
+                    if event == self.outbox.front_id() {
+                        self.outbox.delivered(1);
                     }
-                    s.in_flight.pop_front();
-                    self.outbox.delivered(1);
                 }
                 Received::PingResp => s.ping_sent = None,
                 Received::SubAck { granted } => {
@@ -307,7 +326,10 @@ impl Client {
             self.outbox.sync();
             return;
         };
-        while (!self.outbox.is_empty() || self.states_dirty.contains(&true) || self.status_dirty)
+        while (!self.outbox.is_empty()
+            || self.states_dirty.contains(&true)
+            || self.status_dirty
+            || self.snapshots.iter().any(Option::is_some))
             && Instant::now() < deadline
         {
             if let Err(why) = self.serve(&mut s, out, received) {

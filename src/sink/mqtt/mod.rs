@@ -52,6 +52,8 @@ pub enum ToClient {
     Reply(Vec<u8>),
     /// Labels on at the start (carried over a reload).
     LabelsOn(Vec<usize>),
+    /// A label's newest snapshot (JPEG), for its retained snapshot topic.
+    Snapshot { label: usize, jpeg: Vec<u8> },
     /// Deliver what can be delivered before the deadline, then disconnect.
     Stop { deadline: Instant },
 }
@@ -72,6 +74,8 @@ pub struct Topics {
     pub status: String,
     /// Per label, in the model's order: `<prefix>/label/<name>/state`.
     pub states: Vec<String>,
+    /// Per label: `<prefix>/label/<name>/snapshot`.
+    pub snapshots: Vec<String>,
     pub commands: String,
     pub replies: String,
     /// `homeassistant/status`, when discovery is on.
@@ -86,6 +90,7 @@ impl Topics {
             events: format!("{prefix}/events"),
             status: format!("{prefix}/status"),
             states: label_levels(labels).iter().map(|l| format!("{prefix}/label/{l}/state")).collect(),
+            snapshots: label_levels(labels).iter().map(|l| format!("{prefix}/label/{l}/snapshot")).collect(),
             commands: format!("{prefix}/cmd"),
             replies: format!("{prefix}/reply"),
             home_assistant_status: discovery_prefix.map(|d| format!("{d}/status")),
@@ -173,6 +178,20 @@ impl ReplyTo for MqttReplies {
     }
 }
 
+/// Hands `[snapshots]` JPEGs to the client thread, for `<prefix>/label/<name>/snapshot`.
+#[derive(Clone)]
+pub struct SnapshotPublisher {
+    tx: Sender<ToClient>,
+}
+
+impl SnapshotPublisher {
+    /// Publish `jpeg` as `label`'s snapshot (retained; the newest replaces one not sent yet).
+    /// Never blocks: a full queue drops it.
+    pub fn publish(&self, label: usize, jpeg: Vec<u8>) {
+        let _ = self.tx.try_send(ToClient::Snapshot { label, jpeg });
+    }
+}
+
 /// The MQTT sink: formats events and status on the decide thread, hands them on.
 pub struct MqttSink {
     tx: Sender<ToClient>,
@@ -205,6 +224,7 @@ impl MqttSink {
             topics,
             states: vec![false; labels.len()],
             states_dirty: vec![true; labels.len()],
+            snapshots: vec![None; labels.len()],
             status: None,
             status_dirty: false,
             replies: VecDeque::new(),
@@ -231,6 +251,11 @@ impl MqttSink {
             SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(since_start).as_millis()
                 as u64;
         MqttSink { tx, shared, thread: Some(thread), epoch_ms, lost: 0, warn: LogLimiter::new(Duration::from_secs(60)) }
+    }
+
+    /// Where `[snapshots]` sends JPEGs to be published.
+    pub fn snapshot_publisher(&self) -> SnapshotPublisher {
+        SnapshotPublisher { tx: self.tx.clone() }
     }
 
     fn hand_over(&mut self, m: ToClient) {

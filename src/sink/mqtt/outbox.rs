@@ -39,6 +39,9 @@ pub struct Outbox {
     /// End of the last record.
     end: u64,
     records: VecDeque<Vec<u8>>,
+    /// The id of `records[0]`: each event gets the next id when pushed, so that a sender can
+    /// tell which of the events it sent are still here after the oldest were dropped.
+    first_id: u64,
     /// Payload bytes in `records` (what the cap limits).
     bytes: u64,
     cap: u64,
@@ -87,6 +90,7 @@ impl Outbox {
             start: HEADER,
             end: HEADER,
             records: VecDeque::new(),
+            first_id: 0,
             bytes: 0,
             cap,
             dropped: 0,
@@ -166,6 +170,17 @@ impl Outbox {
         self.records.get(i).map(Vec::as_slice)
     }
 
+    /// The id of the oldest undelivered event (the id the next push gets, when empty).
+    pub fn front_id(&self) -> u64 {
+        self.first_id
+    }
+
+    /// The event with id `id`, if it is still here.
+    pub fn by_id(&self, id: u64) -> Option<&[u8]> {
+        let i = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        self.get(i)
+    }
+
     /// Add an event at the end (dropping the oldest ones if it makes the outbox too big).
     pub fn push(&mut self, payload: Vec<u8>) {
         let payload =
@@ -224,6 +239,7 @@ impl Outbox {
     fn remove_oldest(&mut self, n: usize) {
         for _ in 0..n.min(self.records.len()) {
             let payload = self.records.pop_front().expect("counted");
+            self.first_id += 1;
             self.bytes -= payload.len() as u64;
             self.start += RECORD_HEADER + payload.len() as u64;
         }
@@ -334,6 +350,21 @@ mod tests {
         assert_eq!(o.dropped(), 6);
         drop(o);
         assert_eq!(contents(&Outbox::open(&path, 30)), ["event 6", "event 7", "event 8", "event 9"]);
+    }
+
+    #[test]
+    fn ids_name_the_same_event_after_the_oldest_are_dropped() {
+        // A sender keeps the ids of what it sent: a drop at the cap must not shift them.
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("outbox"), 30);
+        for i in 0..4 {
+            o.push(format!("event {i}").into_bytes());
+        }
+        assert_eq!((o.front_id(), o.by_id(3)), (0, Some(&b"event 3"[..])));
+        o.push(b"event 4".to_vec()); // drops event 0
+        assert_eq!((o.front_id(), o.by_id(0), o.by_id(4)), (1, None, Some(&b"event 4"[..])));
+        o.delivered(1);
+        assert_eq!((o.front_id(), o.by_id(1), o.by_id(2)), (2, None, Some(&b"event 2"[..])));
     }
 
     #[test]

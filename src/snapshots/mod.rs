@@ -1,0 +1,324 @@
+//! `[snapshots]`: when a label switches on, the camera frame that decided it is saved as a JPEG
+//! (the frame as captured, not the model's input), named by time, label and seq, and the
+//! event line carries the file name. Retention by count and total size. Optionally the JPEG is
+//! also published (retained, size-capped) on `<prefix>/label/<name>/snapshot` over `[mqtt]`.
+//!
+//! The decide thread only names the file and queues a request; the `snapshots` thread takes the
+//! frame from the [`FrameRing`] (which the prepare thread fills), encodes and writes it. A full
+//! or read-only disk is logged and counted, never fatal; the run and its events go on.
+
+pub mod ring;
+pub mod store;
+
+pub use ring::{FrameRing, HeldFrame};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::convert::YuvConverter;
+use crate::frame::PixelFormat;
+use crate::sink::mqtt::SnapshotPublisher;
+use crate::tomlfile::{SettingsError, TomlFile};
+use crate::util::LogLimiter;
+use store::Store;
+
+/// `[snapshots]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsSection {
+    /// The directory the JPEGs go into (must exist).
+    pub dir: Spanned<String>,
+    /// Keep at most this many (default 1000).
+    #[serde(default = "default_max_files")]
+    pub max_files: Spanned<u64>,
+    /// Keep at most this many MiB of them (default 256).
+    #[serde(default = "default_max_mib")]
+    pub max_mib: Spanned<u64>,
+    /// JPEG quality for frames that are not JPEG already (default 85; 1 to 100).
+    #[serde(default = "default_quality")]
+    pub quality: Spanned<u64>,
+    /// Also publish each snapshot, retained, on `<prefix>/label/<name>/snapshot` (needs `[mqtt]`).
+    #[serde(default = "no")]
+    pub mqtt: Spanned<bool>,
+    /// Publish only snapshots up to this many KiB (default 256; 1 to 65536).
+    #[serde(default = "default_mqtt_max_kib")]
+    pub mqtt_max_kib: Spanned<u64>,
+}
+
+fn no() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+fn default_max_files() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+fn default_max_mib() -> Spanned<u64> {
+    Spanned::new(0..0, 256)
+}
+fn default_quality() -> Spanned<u64> {
+    Spanned::new(0..0, 85)
+}
+fn default_mqtt_max_kib() -> Spanned<u64> {
+    Spanned::new(0..0, 256)
+}
+
+/// `[snapshots]`, checked.
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    pub dir: PathBuf,
+    pub max_files: usize,
+    pub max_bytes: u64,
+    pub quality: u8,
+    /// `Some(cap)`: publish over MQTT snapshots of at most `cap` bytes.
+    pub mqtt_max_bytes: Option<u64>,
+}
+
+impl SnapshotsSection {
+    /// Check the keys; `mqtt`: whether the config has an `[mqtt]` section.
+    pub fn check(&self, file: &TomlFile, mqtt: bool) -> Result<SnapshotSettings, SettingsError> {
+        let dir = file.resolve(self.dir.get_ref());
+        if !dir.is_dir() {
+            return Err(file.error_at(
+                self.dir.span(),
+                "snapshots.dir",
+                format!(
+                    "`{}` is not a directory: expected an existing folder (paths are relative to this config)",
+                    dir.display()
+                ),
+            ));
+        }
+        let ranged = |v: &Spanned<u64>, key: &str, range: std::ops::RangeInclusive<u64>, unit: &str| {
+            if range.contains(v.get_ref()) {
+                Ok(*v.get_ref())
+            } else {
+                Err(file.error_at(
+                    v.span(),
+                    key,
+                    format!("{}: expected {} to {} {unit}", v.get_ref(), range.start(), range.end()),
+                ))
+            }
+        };
+        let max_files = ranged(&self.max_files, "snapshots.max_files", 1..=1_000_000, "files")?;
+        let max_mib = ranged(&self.max_mib, "snapshots.max_mib", 1..=1 << 20, "MiB")?;
+        let quality = ranged(&self.quality, "snapshots.quality", 1..=100, "")?;
+        let mqtt_kib = ranged(&self.mqtt_max_kib, "snapshots.mqtt_max_kib", 1..=65_536, "KiB")?;
+        if *self.mqtt.get_ref() && !mqtt {
+            return Err(file.error_at(
+                self.mqtt.span(),
+                "snapshots.mqtt",
+                "snapshots are to be published over MQTT and there is no [mqtt] section: expected one (or `mqtt = false`)",
+            ));
+        }
+        Ok(SnapshotSettings {
+            dir,
+            max_files: max_files as usize,
+            max_bytes: max_mib << 20,
+            quality: quality as u8,
+            mqtt_max_bytes: self.mqtt.get_ref().then_some(mqtt_kib << 10),
+        })
+    }
+}
+
+/// Snapshot requests waiting for the thread, at most; more are skipped (and counted) rather
+/// than slow the decide thread.
+const QUEUE: usize = 64;
+
+struct Request {
+    seq: u64,
+    label: usize,
+    name: String,
+}
+
+/// The decide thread's handle: names each snapshot and queues it.
+pub struct Snapshots {
+    ring: Arc<FrameRing>,
+    tx: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    labels: Arc<[String]>,
+    /// Unix time of the process start, ms (frame times are ms after it).
+    epoch_ms: u64,
+    name: String,
+    skipped: u64,
+    warn: LogLimiter,
+}
+
+impl Snapshots {
+    /// Start the snapshot thread; the ring holds `ring_frames` frames. `publish`: where
+    /// snapshots go over MQTT, if they do.
+    pub fn start(
+        settings: &SnapshotSettings,
+        labels: Arc<[String]>,
+        started: Instant,
+        ring_frames: usize,
+        publish: Option<SnapshotPublisher>,
+    ) -> Snapshots {
+        let ring = Arc::new(FrameRing::new(ring_frames));
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let (thread_ring, settings) = (Arc::clone(&ring), settings.clone());
+        let publish = publish.filter(|_| settings.mqtt_max_bytes.is_some());
+        let thread = std::thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || write_loop(&settings, &thread_ring, &rx, publish.as_ref()))
+            .expect("spawn the snapshots thread");
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(started.elapsed())
+            .as_millis() as u64;
+        Snapshots {
+            ring,
+            tx: Some(tx),
+            thread: Some(thread),
+            labels,
+            epoch_ms,
+            name: String::with_capacity(64),
+            skipped: 0,
+            warn: LogLimiter::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// The ring the prepare thread keeps frames in.
+    pub fn ring(&self) -> Arc<FrameRing> {
+        Arc::clone(&self.ring)
+    }
+
+    /// `label` switched on at frame `seq` (captured at `t_ms`): queue its snapshot; the file
+    /// name the event carries.
+    pub fn switched_on(&mut self, seq: u64, t_ms: u64, label: usize) -> &str {
+        store::file_name(&mut self.name, self.epoch_ms + t_ms, &self.labels[label], seq);
+        let request = Request { seq, label, name: self.name.clone() };
+        if let Some(tx) = &self.tx
+            && tx.try_send(request).is_err()
+        {
+            self.skipped += 1;
+            self.warn.warn(format_args!(
+                "snapshots: the writer is behind; {} skipped so far (frame {seq} not saved)",
+                self.skipped
+            ));
+        }
+        &self.name
+    }
+
+    /// Write what is queued, within `budget`.
+    pub fn finish(&mut self, budget: Duration) {
+        self.tx = None;
+        let Some(t) = self.thread.take() else { return };
+        let deadline = Instant::now() + budget;
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Snapshots {
+    fn drop(&mut self) {
+        self.finish(Duration::from_millis(500));
+    }
+}
+
+fn write_loop(s: &SnapshotSettings, ring: &FrameRing, rx: &Receiver<Request>, publish: Option<&SnapshotPublisher>) {
+    let mut store = Store::open(&s.dir, s.max_files, s.max_bytes);
+    let mut held = HeldFrame::default();
+    let mut jpeg = Vec::new();
+    let mut rgb = Vec::new();
+    let (mut written, mut failed, mut missed) = (0u64, 0u64, 0u64);
+    let mut warn = LogLimiter::new(Duration::from_secs(60));
+    while let Ok(r) = rx.recv() {
+        if !ring.copy_out(r.seq, &mut held) {
+            missed += 1;
+            warn.warn(format_args!("snapshots: frame {} is no longer held; {missed} missed so far", r.seq));
+            continue;
+        }
+        if let Err(why) = encode(&held, s.quality, &mut rgb, &mut jpeg) {
+            failed += 1;
+            warn.warn(format_args!("snapshots: frame {} not saved: {why}; {failed} failed so far", r.seq));
+            continue;
+        }
+        match store.write(&r.name, &jpeg) {
+            Ok(()) => written += 1,
+            Err(e) => {
+                failed += 1;
+                warn.warn(format_args!(
+                    "snapshots: cannot write {} in {} ({e}); {failed} failed so far, the run goes on",
+                    r.name,
+                    s.dir.display()
+                ));
+            }
+        }
+        if let (Some(p), Some(cap)) = (publish, s.mqtt_max_bytes) {
+            if jpeg.len() as u64 <= cap {
+                p.publish(r.label, jpeg.clone());
+            } else {
+                log::debug!("snapshots: {} is {} KiB, over mqtt_max_kib: not published", r.name, jpeg.len() / 1024);
+            }
+        }
+    }
+    let (kept, bytes) = store.kept();
+    log::info!(
+        "snapshots: {written} written, {failed} failed, {missed} missed in this run; {kept} kept ({} KiB) in {}",
+        bytes / 1024,
+        s.dir.display()
+    );
+}
+
+/// The frame as a JPEG in `jpeg`: a JPEG frame (MJPEG, a .jpg file) as it is, anything else
+/// encoded at `quality` (YUV converted to RGB at full size first, in `rgb`).
+fn encode(f: &HeldFrame, quality: u8, rgb: &mut Vec<u8>, jpeg: &mut Vec<u8>) -> Result<(), String> {
+    use image::ExtendedColorType;
+    use image::codecs::jpeg::JpegEncoder;
+    jpeg.clear();
+    let (w, h) = (f.width, f.height);
+    let mut encoder = JpegEncoder::new_with_quality(&mut *jpeg, quality);
+    let result = match f.format.ok_or("an empty slot")? {
+        PixelFormat::Encoded if f.data.starts_with(&[0xff, 0xd8, 0xff]) => {
+            jpeg.extend_from_slice(&f.data);
+            return Ok(());
+        }
+        PixelFormat::Encoded => {
+            let picture = image::load_from_memory(&f.data).map_err(|e| format!("cannot decode the frame ({e})"))?;
+            let picture = picture.to_rgb8();
+            encoder.encode(picture.as_raw(), picture.width(), picture.height(), ExtendedColorType::Rgb8)
+        }
+        PixelFormat::Rgb24 => encoder.encode(&f.data, w, h, ExtendedColorType::Rgb8),
+        PixelFormat::Grey => encoder.encode(&f.data, w, h, ExtendedColorType::L8),
+        yuv => {
+            YuvConverter::new(f.colour).to_rgb(yuv, w, h, &f.data, rgb);
+            encoder.encode(rgb, w, h, ExtendedColorType::Rgb8)
+        }
+    };
+    result.map_err(|e| format!("JPEG encoding failed ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_format_becomes_a_jpeg_of_its_own_size() {
+        let (w, h) = (64u32, 48u32);
+        let mut rgb = Vec::new();
+        let mut jpeg = Vec::new();
+        for format in [PixelFormat::Rgb24, PixelFormat::Grey, PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::I420] {
+            let len = format.frame_len(w, h).unwrap();
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let f = HeldFrame { seq: Some(1), format: Some(format), width: w, height: h, data, ..HeldFrame::default() };
+            encode(&f, 85, &mut rgb, &mut jpeg).unwrap();
+            let back = image::load_from_memory(&jpeg).unwrap();
+            assert_eq!((back.width(), back.height()), (w, h), "{format:?}");
+        }
+        // A JPEG frame is kept as it came.
+        let f =
+            HeldFrame { seq: Some(2), format: Some(PixelFormat::Encoded), data: jpeg.clone(), ..HeldFrame::default() };
+        let mut again = Vec::new();
+        encode(&f, 85, &mut rgb, &mut again).unwrap();
+        assert_eq!(again, jpeg);
+    }
+}
