@@ -65,5 +65,28 @@ pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
             _ => outln!("serial: {device} at {} baud, {:?}", s.baud.get_ref(), s.format),
         }
     }
+    if let Some(m) = &prepared.config.mqtt {
+        // Checked, not connected: a broker that is down now is a run-time matter (retried).
+        outln!(
+            "mqtt: {} as `{}`{}, topics under `{}/`, outbox {} (at most {} KiB){}{}",
+            m.broker,
+            m.client_id,
+            m.username.as_deref().map_or(String::new(), |u| format!(" (user `{u}`)")),
+            m.prefix,
+            m.outbox.display(),
+            m.outbox_max_bytes / 1024,
+            if m.discovery_prefix.is_some() { ", Home Assistant discovery" } else { "" },
+            if m.commands { ", commands on <prefix>/cmd" } else { "" }
+        );
+    }
+    if let Some(s) = &prepared.config.snapshots {
+        outln!(
+            "snapshots: {} (at most {} files, {} MiB){}",
+            s.dir.display(),
+            s.max_files,
+            s.max_bytes >> 20,
+            if s.mqtt_max_bytes.is_some() { ", published over MQTT" } else { "" }
+        );
+    }
     Ok(EXIT_OK)
 }

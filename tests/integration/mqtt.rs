@@ -604,6 +604,18 @@ fn wrong_password_unreachable_broker_and_untrusted_certificate_are_logged_and_st
 fn a_bad_mqtt_key_is_refused_with_exit_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let pw = write(dir.path(), "pw", "x\n");
+    // A good section: `check` says what it will do, without connecting.
+    let good = config(
+        dir.path(),
+        "good.toml",
+        10,
+        false,
+        "[mqtt]\nbroker = \"mqtt://broker.invalid\"\nclient_id = \"t\"\noutbox = \"ob\"\n",
+    );
+    let out = vigil().args(["check", "--config"]).arg(&good).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("mqtt: mqtt://broker.invalid:1883 as `t`, topics under `vigil/t/`"), "{text}");
     for (mqtt, needle) in [
         ("broker = \"mqtt://h\"\nqos = 2\n", "qos"),
         ("broker = \"http://h\"\n", "mqtt.broker"),
