@@ -6,7 +6,8 @@
 //! - event → subscriber latency at a field-like pace (50 events/s), p50 / p99;
 //! - the outbox's cost per event: the append alone, and append + fdatasync (one event a batch,
 //!   the worst case), on the bench's temporary directory;
-//! - memory: RSS growth with 10,000 undelivered events in the outbox (the broker down).
+//! - memory: RSS growth with 10,000 undelivered events in the outbox (the broker down);
+//! - beside it, what a user would do without the sink: `mosquitto_pub` once per event.
 //!
 //! The subscriber is a minimal MQTT client built from vigil's own packet code, in this process,
 //! so the latency is one clock's difference: the time `Sink::event` was called to the time the
@@ -104,6 +105,21 @@ fn main() {
     );
     sink.flush(Duration::from_millis(500));
     drop(sink);
+
+    // What a user would do without the sink: pipe stdout's events into `mosquitto_pub`, one
+    // QoS 1 publish (a process, a connection) per event.
+    let n_pub = 200;
+    let t = Instant::now();
+    for i in 0..n_pub {
+        let ok = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", "bench/pub", "-m"])
+            .arg(format!("{{\"seq\":{i}}}"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mosquitto_pub (mosquitto-clients)");
+    }
+    let per = t.elapsed().as_secs_f64() / f64::from(n_pub);
+    println!("mosquitto_pub per event (the shell alternative): {:.2} ms = {:.0} events/s", per * 1e3, 1.0 / per);
     stop(&mut broker);
 
     // The outbox alone.

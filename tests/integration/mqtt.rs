@@ -28,7 +28,8 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it, in `dir`.
+/// A CA and, signed by it, a server certificate for `localhost` / 127.0.0.1 and a client
+/// certificate (`client.pem`, `client.key`), in `dir`.
 fn make_certificates(dir: &Path, ca_name: &str) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     run(Command::new("openssl").current_dir(dir).args(["req", "-x509"]).args(ec).args([
@@ -70,6 +71,32 @@ fn make_certificates(dir: &Path, ca_name: &str) {
         "-extfile",
         "san.ext",
     ]));
+    run(Command::new("openssl").current_dir(dir).args(["req"]).args(ec).args([
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=pole-with-certificate",
+    ]));
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(Command::new("openssl").current_dir(dir).args([
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]));
 }
 
 /// A Mosquitto of this test's own: a plain listener and a TLS one, a password file, and
@@ -78,6 +105,8 @@ struct Broker {
     dir: PathBuf,
     port: u16,
     tls_port: u16,
+    /// A TLS listener that requires a client certificate signed by the test CA.
+    cert_port: u16,
     process: Option<Child>,
 }
 
@@ -88,19 +117,21 @@ impl Broker {
         make_certificates(&dir, "ca");
         make_certificates(&dir, "other-ca");
         std::fs::write(dir.join("passwd"), "").unwrap();
+        std::fs::write(dir.join("password"), format!("{PASSWORD}\n")).unwrap();
         run(Command::new("mosquitto_passwd").args(["-b"]).arg(dir.join("passwd")).args([USER, PASSWORD]));
-        let (port, tls_port) = (free_port(), free_port());
+        let (port, tls_port, cert_port) = (free_port(), free_port(), free_port());
         let d = dir.display();
+        let tls = format!("cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n");
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
                 "user root\nallow_anonymous false\npassword_file {d}/passwd\npersistence true\npersistence_location {d}/\n\
-                 log_dest stderr\nlistener {port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\n\
-                 certfile {d}/server.pem\nkeyfile {d}/server.key\n"
+                 log_dest stderr\nlistener {port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\n{tls}\
+                 listener {cert_port} 127.0.0.1\n{tls}require_certificate true\n"
             ),
         )
         .unwrap();
-        let mut b = Broker { dir, port, tls_port, process: None };
+        let mut b = Broker { dir, port, tls_port, cert_port, process: None };
         b.resume();
         b
     }
@@ -117,8 +148,7 @@ impl Broker {
             .expect("mosquitto (Debian package `mosquitto`, installed by .ci/setup-host)");
         self.process = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.tls_port)).is_err()
+        while [self.port, self.tls_port, self.cert_port].iter().any(|&p| TcpStream::connect(("127.0.0.1", p)).is_err())
         {
             assert!(Instant::now() < deadline, "mosquitto did not listen: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
@@ -148,10 +178,10 @@ impl Broker {
         )
     }
 
+    /// The client side's password file (written once at start: daemons starting side by
+    /// side read it while another test step might otherwise be rewriting it).
     fn password_file(&self) -> PathBuf {
-        let p = self.dir.join("password");
-        std::fs::write(&p, format!("{PASSWORD}\n")).unwrap();
-        p
+        self.dir.join("password")
     }
 
     /// `mosquitto_sub` on `filter`, its `topic payload` lines collected as they come.
@@ -443,7 +473,7 @@ fn sigkill_leaves_offline_by_the_last_will_and_a_restart_says_online_again() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let sub = broker.subscribe("vigil/pole-2/availability", None);
-    let mqtt = broker.section("pole-2", &dir.path().join("outbox"), "");
+    let mqtt = broker.section("pole-2", &dir.path().join("outbox"), "home_assistant = true");
     let cfg = config(dir.path(), "c.toml", 10, true, &mqtt);
     let mut d = Daemon::start(&cfg);
     sub.wait_for(Duration::from_secs(30), "online", |l| l.ends_with(" online"));
@@ -455,6 +485,23 @@ fn sigkill_leaves_offline_by_the_last_will_and_a_restart_says_online_again() {
     while broker.retained("vigil/pole-2/availability").as_deref() != Some("online") {
         assert!(Instant::now() < deadline, "no `online` after the restart: {}", again.log());
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // Home Assistant restarting says `online` on its status topic: the discovery configs (and
+    // states) are published again, so its sensors come back without a vigil restart.
+    let discovery = broker.subscribe("homeassistant/binary_sensor/vigil_pole_2/+/config", None);
+    discovery.wait_for(Duration::from_secs(5), "the retained configs", |_| true);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = discovery.lines().len();
+    assert_eq!(before, 3, "one retained config per label: {:?}", discovery.lines());
+    broker.publish("homeassistant/status", "online");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while discovery.lines().len() < 2 * before {
+        assert!(
+            Instant::now() < deadline,
+            "no discovery again after Home Assistant's `online`: {:?}",
+            discovery.lines()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(again.stop(), Some(0), "{}", again.log());
     assert_eq!(broker.retained("vigil/pole-2/availability").as_deref(), Some("offline"), "a clean stop says offline");
@@ -586,6 +633,11 @@ fn wrong_password_unreachable_broker_and_untrusted_certificate_are_logged_and_st
             "Connection refused",
         ),
         (
+            "a host name that does not resolve",
+            "[mqtt]\nbroker = \"mqtt://broker.invalid\"\nclient_id = \"p\"\noutbox = \"o4\"\n".to_string(),
+            "cannot resolve `broker.invalid`",
+        ),
+        (
             "a certificate from another CA",
             broker.section("p", &dir.path().join("o3"), "").replace("ca.pem", "other-ca.pem"),
             "invalid peer certificate",
@@ -689,4 +741,33 @@ fn commands_on_the_cmd_topic_are_ignored_unless_enabled() {
         }
         assert_eq!(d.stop(), Some(0), "{}", d.log());
     }
+}
+
+#[test]
+fn a_broker_that_requires_a_client_certificate_takes_vigils_and_refuses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let sub = broker.subscribe("vigil/cert/events", None);
+    let d = &broker.dir;
+    let base = broker
+        .section("cert", &dir.path().join("outbox"), "")
+        .replace(&format!(":{}\"", broker.tls_port), &format!(":{}\"", broker.cert_port));
+    let with_cert = format!(
+        "{base}client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        d.join("client.pem").display(),
+        d.join("client.key").display()
+    );
+    let mut d1 = Daemon::start(&config(dir.path(), "c1.toml", 20, false, &with_cert));
+    assert_eq!(d1.wait(Duration::from_secs(60)), Some(0), "{}", d1.log());
+    assert!(d1.log().contains("connected to mqtts://localhost"), "{}", d1.log());
+    std::thread::sleep(Duration::from_millis(300));
+    let (unique, _) = unique_events(&sub.payloads("vigil/cert/events"));
+    assert_eq!(unique.into_iter().map(|(_, k)| k).collect::<Vec<_>>(), d1.events());
+    // Without one the broker ends the handshake: logged and retried, stdout unaffected.
+    let without = base.replace("\"cert\"", "\"no-cert\"").replace("/outbox\"", "/outbox2\"");
+    let mut d2 = Daemon::start(&config(dir.path(), "c2.toml", 20, false, &without));
+    assert_eq!(d2.wait(Duration::from_secs(60)), Some(0), "{}", d2.log());
+    assert!(!d2.events().is_empty());
+    let log = d2.log();
+    assert!(!log.contains("connected to") && log.contains("retrying with backoff"), "{log}");
 }
