@@ -89,21 +89,27 @@ fn retention_keeps_the_newest_snapshots_only() {
     let shots = dir.path().join("shots");
     std::fs::create_dir(&shots).unwrap();
     std::fs::write(shots.join("operator-notes.jpg"), b"not vigil's").unwrap();
-    // Looping until stopped: many switch-ons, three kept.
-    let child = vigil()
+    // Looping until stopped: switch-ons until eight were named (however slow the machine), three kept.
+    let mut child = vigil()
         .args(["run", "--config"])
         .arg(config(dir.path(), "dir = \"shots\"\nmax_files = 3", true))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+        lines.push(line);
+        if lines.iter().filter(|l| l.contains("\"snapshot\"")).count() == 8 {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+    }
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let named: Vec<String> =
-        events(&out.stdout).iter().filter_map(|e| e["snapshot"].as_str().map(String::from)).collect();
+        events(lines.join("\n").as_bytes()).iter().filter_map(|e| e["snapshot"].as_str().map(String::from)).collect();
     assert!(named.len() > 6, "enough switch-ons to rotate: {}", named.len());
     let mut newest = named[named.len() - 3..].to_vec();
     newest.push("operator-notes.jpg".into());
