@@ -536,14 +536,20 @@ fn a_broker_outage_mid_run_loses_nothing_and_events_arrive_in_order() {
         stdout_events.len()
     );
     assert!(d.log().contains("connection to mqtts://localhost"), "the loss is logged: {}", d.log());
-    // The subscriber's session held what the broker took; give it a moment to catch up.
+    assert_every_event_arrives(&sub, "vigil/pole-3/events", &d);
+}
+
+/// Every stdout event of `d` arrives on `topic` (repeats allowed, dropped by key), in order.
+/// The subscriber's session held what the broker took; it gets a moment to catch up.
+fn assert_every_event_arrives(sub: &Subscriber, topic: &str, d: &Daemon) {
+    let stdout_events = d.events();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (unique, repeats) = unique_events(&sub.payloads("vigil/pole-3/events"));
+        let (unique, repeats) = unique_events(&sub.payloads(topic));
         let got: Vec<_> = unique.into_iter().map(|(_, k)| k).collect();
         if got == stdout_events {
             eprintln!("{} events, {} repeats (resent after the outage, dropped by key)", got.len(), repeats);
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -555,6 +561,37 @@ fn a_broker_outage_mid_run_loses_nothing_and_events_arrive_in_order() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_frozen_broker_is_found_by_the_keep_alive_and_nothing_is_lost() {
+    // SIGSTOP: the broker's sockets stay open and say nothing (a hung broker, a half-open
+    // network path). Only the keep-alive can tell; then reconnecting waits for CONNACK in vain
+    // until SIGCONT.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let sub = broker.subscribe("vigil/frozen/events", Some("frozen-watcher"));
+    let mqtt = broker.section("frozen", &dir.path().join("outbox"), "keep_alive_s = 5");
+    let mut d = Daemon::start(&config(dir.path(), "c.toml", 20, true, &mqtt));
+    sub.wait_for(Duration::from_secs(30), "a first event", |_| true);
+    let pid = broker.process.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("no answer to a ping within 5 s") {
+        assert!(Instant::now() < deadline, "the frozen broker went unnoticed: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while d.log().matches("connected to").count() < 2 {
+        assert!(Instant::now() < deadline, "no reconnect after SIGCONT: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    assert_every_event_arrives(&sub, "vigil/frozen/events", &d);
 }
 
 #[test]

@@ -20,6 +20,8 @@ use crate::util::{Backoff, LogLimiter};
 
 /// QoS 1 events sent and not yet acknowledged, at most (the broker acknowledges in order).
 const WINDOW: usize = 32;
+/// A connection that lasted this long was good: the reconnect waits start short again.
+const STABLE: Duration = Duration::from_secs(10);
 /// Replies waiting to be published, at most; more are dropped (a console reply is not an event).
 const MAX_REPLIES: usize = 256;
 
@@ -51,7 +53,10 @@ struct Session {
     in_flight: VecDeque<(u16, u64)>,
     next_id: u16,
     last_sent: Instant,
+    /// When the broker last sent anything (a PUBACK, a PINGRESP, a message).
+    last_heard: Instant,
     ping_sent: Option<Instant>,
+    connected_at: Instant,
     discovery_dirty: bool,
 }
 
@@ -92,7 +97,6 @@ impl Client {
             if session.is_none() && backoff.due() {
                 match self.connect() {
                     Ok(s) => {
-                        backoff.succeeded();
                         log::info!(
                             "mqtt: connected to {} as `{}`, publishing under `{}`; {} event(s) in the outbox",
                             self.settings.broker,
@@ -121,6 +125,11 @@ impl Client {
                     self.settings.broker,
                     self.outbox.len()
                 );
+                // The waits start short again only after a connection that lasted: a broker
+                // that accepts and drops at once is retried with growing waits, not 4 times a second.
+                if session.as_ref().is_some_and(|s| s.connected_at.elapsed() >= STABLE) {
+                    backoff.succeeded();
+                }
                 session = None;
                 backoff.failed();
             }
@@ -175,7 +184,9 @@ impl Client {
             in_flight: VecDeque::new(),
             next_id: 0,
             last_sent: Instant::now(),
+            last_heard: Instant::now(),
             ping_sent: None,
+            connected_at: Instant::now(),
             discovery_dirty: !self.discovery.is_empty(),
         };
         let mut out = Vec::with_capacity(256);
@@ -236,7 +247,11 @@ impl Client {
         }
         let now = Instant::now();
         let keep_alive = Duration::from_secs(u64::from(self.settings.keep_alive_s));
-        if out.is_empty() && s.ping_sent.is_none() && now - s.last_sent >= keep_alive / 2 {
+        // Ping when nothing was sent for half the keep-alive (MQTT's rule) or nothing heard for
+        // as long (publishing QoS 0 status keeps the first quiet, but a half-open connection
+        // must still be found: no PINGRESP within the keep-alive ends it).
+        let quiet = now - s.last_sent >= keep_alive / 2 || now - s.last_heard >= keep_alive / 2;
+        if s.ping_sent.is_none() && quiet {
             packet::ping(out);
             s.ping_sent = Some(now);
         }
@@ -250,6 +265,9 @@ impl Client {
             return Err(format!("no answer to a ping within {} s", keep_alive.as_secs()));
         }
         s.link.receive(received)?;
+        if !received.is_empty() {
+            s.last_heard = now;
+        }
         for r in received.drain(..) {
             match r {
                 Received::PubAck(id) => {
