@@ -49,6 +49,52 @@ pub struct Outbox {
     dropped: u64,
     /// Records appended since the last sync.
     unsynced: bool,
+    /// The thread that runs fdatasync for it (see [`Syncer`]).
+    syncer: Option<Syncer>,
+}
+
+/// fdatasync on a thread of its own: on this VM's disk (and on SD cards) a sync now and then
+/// takes hundreds of milliseconds to seconds, and the client thread must not stop publishing
+/// meanwhile. Each request syncs everything written before it starts, so one pending request
+/// covers any number of appends (the channel holds one).
+struct Syncer {
+    tx: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(file: &File, path: &Path) -> std::io::Result<Syncer> {
+        let file = file.try_clone()?;
+        let path = path.to_path_buf();
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new().name("mqtt-outbox".into()).spawn(move || {
+            let mut warn = crate::util::LogLimiter::new(std::time::Duration::from_secs(60));
+            while rx.recv().is_ok() {
+                if let Err(e) = file.sync_data() {
+                    warn.warn(format_args!("mqtt: cannot sync the outbox {} ({e})", path.display()));
+                }
+            }
+        })?;
+        Ok(Syncer { tx: Some(tx), thread: Some(thread) })
+    }
+
+    fn request(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // The last request still runs: a clean stop leaves everything on the disk.
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Outbox {
@@ -95,6 +141,7 @@ impl Outbox {
             cap,
             dropped: 0,
             unsynced: false,
+            syncer: None,
         }
     }
 
@@ -208,13 +255,20 @@ impl Outbox {
         self.remove_oldest(n);
     }
 
-    /// Put what was appended since the last call on the disk (fdatasync).
+    /// Have what was appended since the last call put on the disk (fdatasync, on the
+    /// outbox's own thread: this returns at once).
     pub fn sync(&mut self) {
-        if !std::mem::take(&mut self.unsynced) {
+        if !std::mem::take(&mut self.unsynced) || self.file.is_none() {
             return;
         }
-        if let Some(Err(e)) = self.file.as_ref().map(File::sync_data) {
-            self.file_failed("sync", &e);
+        if self.syncer.is_none() {
+            match Syncer::start(self.file.as_ref().expect("checked"), &self.path) {
+                Ok(s) => self.syncer = Some(s),
+                Err(e) => return self.file_failed("sync", &e),
+            }
+        }
+        if let Some(s) = &self.syncer {
+            s.request();
         }
     }
 
@@ -290,6 +344,8 @@ impl Outbox {
         file.sync_data()?;
         std::fs::rename(&temporary, &self.path)?;
         (self.start, self.end) = (HEADER, out.len() as u64);
+        // The syncer holds the old file: the next sync starts one for the new.
+        self.syncer = None;
         self.file = Some(file);
         Ok(())
     }
@@ -300,6 +356,7 @@ impl Outbox {
             self.path.display()
         );
         self.file = None;
+        self.syncer = None;
     }
 }
 
