@@ -88,6 +88,21 @@ struct JsonEvent<'a> {
     snapshot: Option<&'a str>,
 }
 
+impl<'a> JsonEvent<'a> {
+    /// The JSON form of `e`, as every JSON sink writes it.
+    fn of(e: &EventLine<'a>) -> JsonEvent<'a> {
+        JsonEvent {
+            kind: "event",
+            seq: e.seq,
+            t_ms: e.t_ms,
+            label: e.label,
+            state: state_word(e.on),
+            score: round4(e.score),
+            snapshot: e.snapshot,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct JsonStatus<'a> {
     #[serde(rename = "type")]
@@ -127,15 +142,7 @@ pub fn checksum_into(out: &mut Vec<u8>, start: usize) {
 pub fn write_event(out: &mut Vec<u8>, format: LineFormat, e: &EventLine<'_>) {
     match format {
         LineFormat::Json => {
-            let j = JsonEvent {
-                kind: "event",
-                seq: e.seq,
-                t_ms: e.t_ms,
-                label: e.label,
-                state: state_word(e.on),
-                score: round4(e.score),
-                snapshot: e.snapshot,
-            };
+            let j = JsonEvent::of(e);
             let _ = serde_json::to_writer(&mut *out, &j);
             out.push(b'\n');
         }
@@ -171,16 +178,7 @@ struct FleetEvent<'a> {
 /// One event as the JSON object the stdout sink writes, plus the [`Fleet`] fields; no line
 /// ending (an MQTT payload).
 pub fn write_fleet_event(out: &mut Vec<u8>, e: &EventLine<'_>, fleet: Fleet<'_>) {
-    let event = JsonEvent {
-        kind: "event",
-        seq: e.seq,
-        t_ms: e.t_ms,
-        label: e.label,
-        state: state_word(e.on),
-        score: round4(e.score),
-        snapshot: e.snapshot,
-    };
-    let _ = serde_json::to_writer(&mut *out, &FleetEvent { event, fleet });
+    let _ = serde_json::to_writer(&mut *out, &FleetEvent { event: JsonEvent::of(e), fleet });
 }
 
 /// The outbox's figures a fleet status carries.

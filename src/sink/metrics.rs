@@ -117,13 +117,7 @@ impl Sink for MetricsSink {
         // Closing the channel ends the writer after its last file; wait for it within the budget.
         self.tx = None;
         if let Some(t) = self.thread.take() {
-            let deadline = std::time::Instant::now() + budget;
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            crate::util::join_within(t, budget);
         }
     }
 }

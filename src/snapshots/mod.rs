@@ -15,7 +15,7 @@ pub use ring::{FrameRing, HeldFrame};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Deserialize;
@@ -165,11 +165,7 @@ impl Snapshots {
             .name("snapshots".into())
             .spawn(move || write_loop(&settings, &thread_ring, &rx, publish.as_ref()))
             .expect("spawn the snapshots thread");
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(started.elapsed())
-            .as_millis() as u64;
+        let epoch_ms = crate::util::unix_ms_at(started);
         Snapshots {
             ring,
             tx: Some(tx),
@@ -207,13 +203,8 @@ impl Snapshots {
     /// Write what is queued, within `budget`.
     pub fn finish(&mut self, budget: Duration) {
         self.tx = None;
-        let Some(t) = self.thread.take() else { return };
-        let deadline = Instant::now() + budget;
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if t.is_finished() {
-            let _ = t.join();
+        if let Some(t) = self.thread.take() {
+            crate::util::join_within(t, budget);
         }
     }
 }

@@ -28,74 +28,49 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
 /// A CA and, signed by it, a server certificate for `localhost` / 127.0.0.1 and a client
 /// certificate (`client.pem`, `client.key`), in `dir`.
 fn make_certificates(dir: &Path, ca_name: &str) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(Command::new("openssl").current_dir(dir).args(["req", "-x509"]).args(ec).args([
-        "-keyout",
-        &format!("{ca_name}.key"),
-        "-out",
-        &format!("{ca_name}.pem"),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={ca_name}"),
-    ]));
-    if ca_name != "ca" {
-        return;
+    let (key, pem, subject) = (format!("{ca_name}.key"), format!("{ca_name}.pem"), format!("/CN={ca_name}"));
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509"])
+        .args(EC_KEY)
+        .args(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject]));
+    if ca_name == "ca" {
+        signed_by_ca(dir, "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1");
+        signed_by_ca(dir, "client", "/CN=pole-with-certificate", "extendedKeyUsage=clientAuth");
     }
-    run(Command::new("openssl").current_dir(dir).args(["req"]).args(ec).args([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]));
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+}
+
+/// `name.key` and `name.pem`, for `subject` with the X.509 `extension`, signed by `ca.pem`.
+fn signed_by_ca(dir: &Path, name: &str, subject: &str, extension: &str) {
+    let (key, csr, pem, ext) =
+        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["req"])
+        .args(EC_KEY)
+        .args(["-keyout", &key, "-out", &csr, "-subj", subject]));
+    std::fs::write(dir.join(&ext), format!("{extension}\n")).unwrap();
     run(Command::new("openssl").current_dir(dir).args([
         "x509",
         "-req",
         "-in",
-        "server.csr",
+        &csr,
         "-CA",
         "ca.pem",
         "-CAkey",
         "ca.key",
         "-CAcreateserial",
         "-out",
-        "server.pem",
+        &pem,
         "-days",
         "2",
         "-extfile",
-        "san.ext",
-    ]));
-    run(Command::new("openssl").current_dir(dir).args(["req"]).args(ec).args([
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
-        "/CN=pole-with-certificate",
-    ]));
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run(Command::new("openssl").current_dir(dir).args([
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
+        &ext,
     ]));
 }
 

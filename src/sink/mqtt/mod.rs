@@ -27,7 +27,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -156,10 +156,9 @@ pub fn boot_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         // The kernel's random UUID; if /proc is not there, the time and pid (unique enough).
-        std::fs::read_to_string("/proc/sys/kernel/random/uuid").map(|u| u.trim().to_string()).unwrap_or_else(|_| {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            format!("{:x}-{:x}", now.as_nanos(), std::process::id())
-        })
+        std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .map(|u| u.trim().to_string())
+            .unwrap_or_else(|_| format!("{:x}-{:x}", crate::util::unix_ms_now(), std::process::id()))
     })
 }
 
@@ -246,10 +245,7 @@ impl MqttSink {
                 client.run(&rx)
             })
             .expect("spawn the mqtt thread");
-        let since_start = started.elapsed();
-        let epoch_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(since_start).as_millis()
-                as u64;
+        let epoch_ms = crate::util::unix_ms_at(started);
         MqttSink { tx, shared, thread: Some(thread), epoch_ms, lost: 0, warn: LogLimiter::new(Duration::from_secs(60)) }
     }
 
@@ -283,7 +279,7 @@ impl Sink for MqttSink {
 
     fn status(&mut self, s: &StatusLine<'_>) {
         let mut payload = Vec::with_capacity(512);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let now = crate::util::unix_ms_now();
         let outbox = OutboxFigures {
             outbox_queued: self.shared.queued.load(Ordering::Relaxed),
             outbox_dropped: self.shared.dropped.load(Ordering::Relaxed),
@@ -297,12 +293,7 @@ impl Sink for MqttSink {
         let deadline = Instant::now() + budget;
         // The client delivers until shortly before the deadline, then says offline.
         let _ = self.tx.send_timeout(ToClient::Stop { deadline: deadline - budget / 5 }, budget / 5);
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
+        if !crate::util::join_within(thread, budget) {
             log::warn!("mqtt: the client thread did not stop within {budget:?}; undelivered events stay in the outbox");
         }
     }
