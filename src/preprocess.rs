@@ -71,6 +71,10 @@ pub struct Preprocessor {
     resize_options: fr::ResizeOptions,
     /// Tables for the last YUV colour description seen.
     yuv: YuvConverter,
+    /// YUV frames larger than the model: the source planes a packed frame is split into
+    /// (luma; interleaved chroma), and the planes at the model's size (luma; chroma as
+    /// U V pairs, or U then V for I420), converted after resizing.
+    planes: YuvPlanes,
     /// Per channel: value for each of the 256 pixel levels.
     lut: Vec<[f32; 256]>,
 }
@@ -95,6 +99,7 @@ impl Preprocessor {
             // bundles' Python tooling uses): results within 1-2 levels of Pillow's.
             resize_options: fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
             yuv: YuvConverter::new(YuvColour::default()),
+            planes: YuvPlanes::default(),
             lut,
         }
     }
@@ -103,18 +108,17 @@ impl Preprocessor {
     pub fn run(&mut self, frame: &Frame, out: &mut [f32]) -> Result<PreprocessTimes, PreprocessError> {
         assert_eq!(out.len(), self.spec.len(), "output tensor size");
         let t0 = Instant::now();
+        if frame.format.is_yuv() && self.larger_than_model(frame) {
+            check_raw_size(frame)?;
+            self.yuv_at_model_size(frame)?;
+            self.normalise(out);
+            // Converting and resizing are one step here: all of it counts as preparing.
+            return Ok(PreprocessTimes { decode: Duration::ZERO, prepare: t0.elapsed() });
+        }
         let pixels = match frame.format {
             PixelFormat::Encoded => self.decode(&frame.data)?,
             raw => {
-                let expected = raw.frame_len(frame.width, frame.height).expect("raw formats have a size");
-                if frame.data.len() != expected || frame.width == 0 || frame.height == 0 {
-                    return Err(PreprocessError::WrongSize {
-                        got: frame.data.len(),
-                        expected,
-                        width: frame.width,
-                        height: frame.height,
-                    });
-                }
+                check_raw_size(frame)?;
                 if raw.is_yuv() {
                     self.convert_yuv(frame);
                 }
@@ -155,11 +159,76 @@ impl Preprocessor {
         &self.resized
     }
 
+    /// Whether `frame` is larger than the model's input both ways (so it will be shrunk).
+    fn larger_than_model(&self, frame: &Frame) -> bool {
+        frame.width > self.spec.width && frame.height > self.spec.height
+    }
+
+    fn use_colour(&mut self, colour: YuvColour) {
+        if self.yuv.colour() != colour {
+            self.yuv = YuvConverter::new(colour);
+        }
+    }
+
+    /// A YUV frame larger than the model: resize its planes to the model's size first, then
+    /// convert only the model's pixels (a 1280x720 frame into 160x160 converts 36x fewer).
+    /// Conversion is affine in Y, U and V, so this differs from converting first only by
+    /// rounding and by clamping out-of-gamut samples after averaging rather than before:
+    /// within 2 levels on real camera frames (`tests/integration/camera.rs`). Chroma planes
+    /// are resized from the extent they cover, so their samples land where the
+    /// nearest-replication reference puts them.
+    fn yuv_at_model_size(&mut self, frame: &Frame) -> Result<(), PreprocessError> {
+        self.use_colour(frame.colour);
+        let (w, h) = (frame.width, frame.height);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let (mw, mh) = (self.spec.width, self.spec.height);
+        let n = mw as usize * mh as usize;
+        let p = &mut self.planes;
+        let luma_len = w as usize * h as usize;
+        // The luma plane and the chroma plane(s) as the frame has them (YUYV is split first).
+        let (luma, chroma_rows): (&[u8], u32) = match frame.format {
+            PixelFormat::Yuyv => {
+                split_yuyv(&frame.data, w as usize, h as usize, &mut p.luma, &mut p.chroma);
+                (&p.luma, h)
+            }
+            _ => (&frame.data[..luma_len], ch),
+        };
+        let chroma_extent = (f64::from(w) / 2.0, f64::from(h) / if chroma_rows == h { 1.0 } else { 2.0 });
+        p.small_luma.resize(n, 0);
+        resize(&mut self.resizer, &self.resize_options, (luma, w, h), (&mut p.small_luma, mw, mh), 1)?;
+        if self.spec.channels == Channels::Grey {
+            for (d, &y) in self.resized.iter_mut().zip(&p.small_luma) {
+                *d = self.yuv.grey(y);
+            }
+            return Ok(());
+        }
+        // U8x2 is U V here, not luma + alpha: nothing to premultiply.
+        let options = self.resize_options.clone().use_alpha(false).crop(0.0, 0.0, chroma_extent.0, chroma_extent.1);
+        match frame.format {
+            PixelFormat::I420 => {
+                let (u, v) = frame.data[luma_len..].split_at(cw as usize * ch as usize);
+                p.small_chroma.resize(2 * n, 0);
+                let (su, sv) = p.small_chroma.split_at_mut(n);
+                resize(&mut self.resizer, &options, (u, cw, ch), (su, mw, mh), 1)?;
+                resize(&mut self.resizer, &options, (&v[..cw as usize * ch as usize], cw, ch), (sv, mw, mh), 1)?;
+                let (su, sv) = p.small_chroma.split_at(n);
+                let chroma = su.iter().copied().zip(sv.iter().copied());
+                yuv_to_rgb(&self.yuv, &p.small_luma, chroma, &mut self.resized);
+            }
+            format => {
+                let uv: &[u8] = if format == PixelFormat::Yuyv { &p.chroma } else { &frame.data[luma_len..] };
+                p.small_chroma.resize(2 * n, 0);
+                resize(&mut self.resizer, &options, (uv, cw, chroma_rows), (&mut p.small_chroma, mw, mh), 2)?;
+                let chroma = p.small_chroma.chunks_exact(2).map(|c| (c[0], c[1]));
+                yuv_to_rgb(&self.yuv, &p.small_luma, chroma, &mut self.resized);
+            }
+        }
+        Ok(())
+    }
+
     /// YUV straight to the model's channels (RGB, or grey from Y alone) in `decoded`.
     fn convert_yuv(&mut self, frame: &Frame) {
-        if self.yuv.colour() != frame.colour {
-            self.yuv = YuvConverter::new(frame.colour);
-        }
+        self.use_colour(frame.colour);
         match self.spec.channels {
             Channels::Rgb => self.yuv.to_rgb(frame.format, frame.width, frame.height, &frame.data, &mut self.decoded),
             Channels::Grey => self.yuv.to_grey(frame.format, frame.width, frame.height, &frame.data, &mut self.decoded),
@@ -229,7 +298,59 @@ impl Preprocessor {
     }
 }
 
-/// Resize interleaved 8-bit pixels (1 or 3 channels); a plain copy when the sizes match.
+/// The planes of a YUV frame resized before conversion ([`Preprocessor`]); grown once.
+#[derive(Default)]
+struct YuvPlanes {
+    /// A YUYV frame's Y samples, `width * height`.
+    luma: Vec<u8>,
+    /// A YUYV frame's U V pairs, `ceil(width / 2) * height` pairs.
+    chroma: Vec<u8>,
+    /// Y at the model's size.
+    small_luma: Vec<u8>,
+    /// Chroma at the model's size: U V pairs, or (I420) the U plane then the V plane.
+    small_chroma: Vec<u8>,
+}
+
+/// A raw frame's byte count must match its declared size.
+fn check_raw_size(frame: &Frame) -> Result<(), PreprocessError> {
+    let expected = frame.format.frame_len(frame.width, frame.height).expect("raw formats have a size");
+    if frame.data.len() != expected || frame.width == 0 || frame.height == 0 {
+        return Err(PreprocessError::WrongSize {
+            got: frame.data.len(),
+            expected,
+            width: frame.width,
+            height: frame.height,
+        });
+    }
+    Ok(())
+}
+
+/// Split packed YUYV (Y0 U Y1 V) into a luma plane and a plane of U V pairs, one per two pixels.
+fn split_yuyv(src: &[u8], w: usize, h: usize, luma: &mut Vec<u8>, chroma: &mut Vec<u8>) {
+    let cw = w.div_ceil(2);
+    luma.resize(w * h, 0);
+    chroma.resize(cw * 2 * h, 0);
+    for ((packed, y), uv) in src.chunks_exact(cw * 4).zip(luma.chunks_exact_mut(w)).zip(chroma.chunks_exact_mut(cw * 2))
+    {
+        for ((g, y), uv) in packed.chunks_exact(4).zip(y.chunks_mut(2)).zip(uv.chunks_exact_mut(2)) {
+            y[0] = g[0];
+            if let Some(y1) = y.get_mut(1) {
+                *y1 = g[2];
+            }
+            uv[0] = g[1];
+            uv[1] = g[3];
+        }
+    }
+}
+
+/// Packed RGB from model-size planes: one luma and one (U, V) pair per pixel.
+fn yuv_to_rgb(yuv: &YuvConverter, luma: &[u8], chroma: impl Iterator<Item = (u8, u8)>, out: &mut [u8]) {
+    for ((o, &y), (u, v)) in out.chunks_exact_mut(3).zip(luma).zip(chroma) {
+        o.copy_from_slice(&yuv.rgb(y, u, v));
+    }
+}
+
+/// Resize interleaved 8-bit pixels (1, 2 or 3 channels); a plain copy when the sizes match.
 ///
 /// `fast_image_resize` (SIMD: AVX2/SSE4.1 on x86, NEON on ARM) recomputes its filter
 /// coefficients on every call, about 450 small allocations for 640x480 -> 224x224: the
@@ -247,7 +368,11 @@ fn resize(
         dst.copy_from_slice(&src[..n]);
         return Ok(());
     }
-    let pixel_type = if channels == 3 { fr::PixelType::U8x3 } else { fr::PixelType::U8 };
+    let pixel_type = match channels {
+        3 => fr::PixelType::U8x3,
+        2 => fr::PixelType::U8x2,
+        _ => fr::PixelType::U8,
+    };
     let unsupported = |e: &dyn std::fmt::Display| PreprocessError::Unsupported(e.to_string());
     let src = fr::images::ImageRef::new(sw, sh, src, pixel_type).map_err(|e| unsupported(&e))?;
     let mut dst = fr::images::Image::from_slice_u8(dw, dh, dst, pixel_type).map_err(|e| unsupported(&e))?;

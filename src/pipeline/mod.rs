@@ -1,16 +1,17 @@
 //! Runs the stages on threads.
 //!
 //! ```text
-//! source ──Frame──▶ prepare ──Job──▶ infer-0..N ──Done──▶ decide (caller's thread) ──▶ sinks
-//!   ▲                 │  ▲             │  ▲                   │      ▲
-//!   └── free Frames ──┘  └─ free input ┘  └─ free score bufs ─┘      └── commands (Control)
+//! source ──Frame──▶ infer-0..N-1 ──Done──▶ decide (caller's thread) ──▶ sinks
+//!   ▲                  │  ▲                  │      ▲
+//!   └── free Frames ───┘  └─ free score bufs ┘      └── commands (Control)
 //! ```
 //! [`run`] is the whole life of a run, in parts a reader can take one at a time:
-//! - [`pools`]: the fixed pools of frames, input tensors and score buffers, and
-//!   the channel ends each thread holds; a warm pipeline allocates none.
-//! - [`threads`]: the source thread, one `prepare` thread (decode, resize,
-//!   normalise while the workers infer), and the inference workers. Jobs leave
-//!   `prepare` in sequence order (a dropped frame travels on as a marker).
+//! - [`pools`]: the fixed pools of frames and score buffers, and the channel ends
+//!   each thread holds; a warm pipeline allocates none.
+//! - [`threads`]: the source thread and the workers; each worker decodes,
+//!   resizes and normalises a frame into its own input tensor, then runs the
+//!   model on it, so preprocessing scales with the workers. A dropped frame
+//!   travels on as a result marked dropped.
 //! - [`decide_loop`]: on the caller's thread, results are put back in frame
 //!   order in a ring before deciding, so decisions are made in frame order
 //!   whatever the number of workers. A worker takes a score buffer *before* it
@@ -34,7 +35,7 @@ use crossbeam_channel::Receiver;
 use crate::bundle::InputSpec;
 use crate::console::Request;
 use crate::decide::Decider;
-use crate::engine::{EngineError, InferenceEngine, InferenceWorker};
+use crate::engine::{EngineError, InferenceEngine, InferenceWorker, InputTensor};
 use crate::protocol::StatusLine;
 use crate::sink::Sink;
 use crate::snapshots::Snapshots;
@@ -77,12 +78,12 @@ pub struct Decisions {
     pub snapshots: Option<Snapshots>,
 }
 
-/// How many frames can be between the prepare thread and the decide thread at once with
-/// `workers` workers (tensors in jobs, results waiting to be decided): what a
-/// [`crate::snapshots::FrameRing`] must hold, so that the frame of a decision is still there.
+/// How many frames can be between a worker's preprocessing and the decide thread at once
+/// with `workers` workers (one in each worker's model, results waiting to be decided): what
+/// a [`crate::snapshots::FrameRing`] must hold, so that the frame of a decision is still there.
 pub fn frames_in_flight(workers: usize) -> usize {
-    let sizes = PoolSizes::for_workers(workers);
-    sizes.inputs + sizes.scores + 2
+    let workers = workers.max(1);
+    workers + PoolSizes::for_workers(workers).scores + 2
 }
 
 /// The run as the decide thread sees it when a command arrives.
@@ -147,9 +148,10 @@ pub fn run(
     started: Instant,
 ) -> Result<RunSummary, RunError> {
     let sizes = PoolSizes::for_workers(model.workers);
-    let pools = Pools::new(sizes, model.engine.as_ref(), decisions.decider.labels().len())?;
-    let workers: Vec<Box<dyn InferenceWorker>> =
-        (0..model.workers.max(1)).map(|_| model.engine.new_worker()).collect::<Result<_, _>>()?;
+    let pools = Pools::new(sizes, decisions.decider.labels().len());
+    let workers: Vec<(Box<dyn InferenceWorker>, InputTensor)> = (0..model.workers.max(1))
+        .map(|_| Ok((model.engine.new_worker()?, model.engine.new_input()?)))
+        .collect::<Result<_, EngineError>>()?;
     let source_counts = Arc::new(SourceCounts::default());
     // Failures travel to the decide loop; this end outlives the loop, so the channel
     // never reads as closed while it waits on it.
@@ -167,8 +169,7 @@ pub fn run(
             source_counts,
             failed.clone(),
         );
-        threads::spawn_prepare(scope, &model.input, pools.prepare, ring, stop.clone(), failed.clone());
-        threads::spawn_workers(scope, workers, pools.worker, stop.clone(), failed.clone());
+        threads::spawn_workers(scope, &model.input, workers, pools.worker, ring, stop.clone(), failed.clone());
         let mut summary = None;
         guarded("decide", &failed, stop, || summary = Some(decide.run(pools.decide, &failures)));
         summary

@@ -2,28 +2,25 @@
 //! and the channel ends each thread holds.
 //!
 //! ```text
-//!           frames              jobs                   done
-//! source ──────────▶ prepare ─────────▶ infer-0..N ──────────▶ decide
-//!   ▲ free frames ◀────┘ ▲ free inputs ◀───┘ ▲ free scores ◀──────┘
+//!           frames                       done
+//! source ──────────▶ infer-0..N-1 ──────────▶ decide
+//!   ▲ free frames ◀────┘  ▲ free scores ◀──────┘
 //! ```
 //! Every buffer is made once, here, and comes back to its pool after use, so a
 //! warm pipeline allocates none. Each channel holds a whole pool, so returning a
-//! buffer never blocks.
+//! buffer never blocks. Each worker owns its input tensor (it fills and runs it).
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::engine::{EngineError, InferenceEngine, InputTensor};
 use crate::frame::Frame;
 
-use super::threads::{Done, Job};
+use super::threads::Done;
 
 /// How many of each buffer circulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSizes {
-    /// Frames: the source and `prepare` may each run a frame ahead of the other.
+    /// Frames: one per worker being prepared, and two for the source to fill meanwhile.
     pub frames: usize,
-    /// Input tensors: one per worker while `prepare` fills two more.
-    pub inputs: usize,
     /// Score buffers: they bound how far results run ahead of the oldest
     /// undecided frame, and so the decide thread's reorder ring.
     pub scores: usize,
@@ -33,7 +30,7 @@ impl PoolSizes {
     /// The sizes for `workers` inference workers.
     pub fn for_workers(workers: usize) -> PoolSizes {
         let workers = workers.max(1);
-        PoolSizes { frames: 3, inputs: workers + 2, scores: workers * 2 + 1 }
+        PoolSizes { frames: workers + 2, scores: workers * 2 + 1 }
     }
 }
 
@@ -41,31 +38,17 @@ impl PoolSizes {
 pub struct SourceEnds {
     /// Empty frames to fill.
     pub free_frames: Receiver<Frame>,
-    /// Filled frames, to `prepare`.
+    /// Filled frames, to the workers.
     pub frames: Sender<Frame>,
-}
-
-/// The `prepare` thread's ends.
-pub struct PrepareEnds {
-    /// Filled frames from the source.
-    pub frames: Receiver<Frame>,
-    /// Frames back to the source once their pixels are in a tensor.
-    pub free_frames: Sender<Frame>,
-    /// Empty input tensors to fill.
-    pub free_inputs: Receiver<InputTensor>,
-    /// A tensor back to its pool (when its frame turned out corrupt).
-    pub return_input: Sender<InputTensor>,
-    /// Jobs, in sequence order, to the workers.
-    pub jobs: Sender<Job>,
 }
 
 /// One inference worker's ends (each worker holds clones).
 #[derive(Clone)]
 pub struct WorkerEnds {
-    /// Jobs from `prepare`.
-    pub jobs: Receiver<Job>,
-    /// Input tensors back to their pool after a run.
-    pub free_inputs: Sender<InputTensor>,
+    /// Filled frames from the source.
+    pub frames: Receiver<Frame>,
+    /// Frames back to the source once their pixels are in the worker's tensor.
+    pub free_frames: Sender<Frame>,
     /// Empty score buffers; a worker takes one *before* a job.
     pub free_scores: Receiver<Vec<f32>>,
     /// Results, to the decide thread.
@@ -84,8 +67,6 @@ pub struct DecideEnds {
 pub struct Pools {
     /// For the source thread.
     pub source: SourceEnds,
-    /// For the `prepare` thread.
-    pub prepare: PrepareEnds,
     /// For the workers (clone per worker).
     pub worker: WorkerEnds,
     /// For the decide thread.
@@ -93,36 +74,28 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// Make the channels and fill them: empty frames, `engine`'s input tensors,
-    /// and score buffers of `labels` scores.
-    pub fn new(sizes: PoolSizes, engine: &dyn InferenceEngine, labels: usize) -> Result<Pools, EngineError> {
+    /// Make the channels and fill them: empty frames and score buffers of `labels` scores.
+    pub fn new(sizes: PoolSizes, labels: usize) -> Pools {
         let (frame_tx, frame_rx) = bounded::<Frame>(sizes.frames);
         let (free_frame_tx, free_frame_rx) = bounded::<Frame>(sizes.frames);
-        let (job_tx, job_rx) = bounded::<Job>(sizes.inputs);
-        let (free_input_tx, free_input_rx) = bounded::<InputTensor>(sizes.inputs);
         let (free_scores_tx, free_scores_rx) = bounded::<Vec<f32>>(sizes.scores);
         let (done_tx, done_rx) = bounded::<Done>(sizes.scores);
         for _ in 0..sizes.frames {
             free_frame_tx.send(Frame::empty()).expect("pool channel has room");
         }
-        for _ in 0..sizes.inputs {
-            free_input_tx.send(engine.new_input()?).expect("pool channel has room");
-        }
         for _ in 0..sizes.scores {
             free_scores_tx.send(vec![0.0; labels]).expect("pool channel has room");
         }
-        Ok(Pools {
+        Pools {
             source: SourceEnds { free_frames: free_frame_rx, frames: frame_tx },
-            prepare: PrepareEnds {
+            worker: WorkerEnds {
                 frames: frame_rx,
                 free_frames: free_frame_tx,
-                free_inputs: free_input_rx,
-                return_input: free_input_tx.clone(),
-                jobs: job_tx,
+                free_scores: free_scores_rx,
+                done: done_tx,
             },
-            worker: WorkerEnds { jobs: job_rx, free_inputs: free_input_tx, free_scores: free_scores_rx, done: done_tx },
             decide: DecideEnds { done: done_rx, free_scores: free_scores_tx },
-        })
+        }
     }
 }
 
@@ -132,8 +105,8 @@ mod tests {
 
     #[test]
     fn sizes_grow_with_workers_and_bound_the_reorder_ring() {
-        assert_eq!(PoolSizes::for_workers(1), PoolSizes { frames: 3, inputs: 3, scores: 3 });
-        assert_eq!(PoolSizes::for_workers(4), PoolSizes { frames: 3, inputs: 6, scores: 9 });
+        assert_eq!(PoolSizes::for_workers(1), PoolSizes { frames: 3, scores: 3 });
+        assert_eq!(PoolSizes::for_workers(4), PoolSizes { frames: 6, scores: 9 });
         assert_eq!(PoolSizes::for_workers(0), PoolSizes::for_workers(1), "at least one worker");
     }
 }

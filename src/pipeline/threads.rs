@@ -1,5 +1,5 @@
-//! The pipeline's producer threads: the source, `prepare` and the inference
-//! workers. Each is one loop over its channel ends ([`super::pools`]); each
+//! The pipeline's producer threads: the source and the workers (each decodes,
+//! prepares and infers its own frames). Each is one loop over its channel ends ([`super::pools`]); each
 //! ends when its input channel closes or its output's receiver is gone, so the
 //! whole pipeline winds down from the source's end (or a stop) without a
 //! special shutdown message.
@@ -7,9 +7,7 @@
 //! Each thread's loop runs under [`guarded`]: a panic (a bug met on some input, in
 //! a decoder or in tract) is caught, reported as [`ThreadFailed`] to the decide
 //! loop, and raises the stop flag, so the run ends with that error instead of
-//! hanging on a buffer the dead thread took with it. A thread that waits on a
-//! pool another thread might never refill ([`recv_until_stopped`]) also gives up
-//! once the stop is raised.
+//! hanging on a buffer the dead thread took with it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -17,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use super::pools::{PrepareEnds, SourceEnds, WorkerEnds};
+use super::pools::{SourceEnds, WorkerEnds};
 use crate::bundle::InputSpec;
 use crate::engine::{InferenceWorker, InputTensor};
 use crate::preprocess::Preprocessor;
@@ -26,7 +24,7 @@ use crate::source::{FrameSource, Next};
 use crate::stats::StageTimes;
 use crate::stop::StopFlag;
 use crate::util::{LogLimiter, panic_message};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 
 /// Why a frame produced no scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,30 +35,6 @@ pub enum Dropped {
     Engine,
     /// Not processed because a stop was asked for; not counted as a drop.
     Stopping,
-}
-
-/// A frame ready for a worker (or the news that it was dropped), in sequence order.
-pub enum Job {
-    /// The frame's tensor, filled.
-    Ready {
-        /// Frame sequence number.
-        seq: u64,
-        /// Capture time, ms since the run started.
-        t_ms: u64,
-        /// The filled input tensor.
-        input: InputTensor,
-        /// Decode and prepare times so far.
-        times: StageTimes,
-    },
-    /// The frame was dropped before inference.
-    Dropped {
-        /// Frame sequence number.
-        seq: u64,
-        /// Capture time.
-        t_ms: u64,
-        /// Why.
-        why: Dropped,
-    },
 }
 
 /// One frame's result, travelling from a worker to the decide thread.
@@ -116,18 +90,6 @@ pub fn guarded(thread: &str, failed: &Sender<ThreadFailed>, stop: &StopFlag, bod
     }
 }
 
-/// The next buffer from `pool`, or `None` once the pool is closed or a stop is raised while
-/// waiting: a pool whose buffers died with a failed thread is never refilled.
-fn recv_until_stopped<T>(pool: &Receiver<T>, stop: &StopFlag) -> Option<T> {
-    loop {
-        match pool.recv_timeout(Duration::from_millis(50)) {
-            Ok(buffer) => return Some(buffer),
-            Err(RecvTimeoutError::Timeout) if !stop.is_stopped() => {}
-            Err(_) => return None,
-        }
-    }
-}
-
 /// The source thread: fill free frames from `source`, number them from `first_seq`, send them on.
 /// Frames the source lost are counted in `dropped`.
 pub fn spawn_source<'s>(
@@ -177,102 +139,84 @@ fn source_loop(
     }
 }
 
-/// The `prepare` thread: turn each frame into a free input tensor and send a
-/// [`Job`] on, in sequence order; a corrupt frame travels on as `Job::Dropped`.
-pub fn spawn_prepare<'s>(
+/// One inference worker thread per `workers` entry, each with its own preprocessor and
+/// input tensor: take a score buffer, then a frame; decode and prepare it into the tensor,
+/// hand the frame back (keeping its pixels in `snapshots`), run the model, send the result on.
+/// Preprocessing in the workers is what lets it scale with them: N workers decode N frames at
+/// once, where one `prepare` thread capped a run near its decode rate.
+pub fn spawn_workers<'s>(
     scope: &'s Scope<'s, '_>,
     input: &'s InputSpec,
-    ends: PrepareEnds,
+    workers: Vec<(Box<dyn InferenceWorker>, InputTensor)>,
+    ends: WorkerEnds,
     snapshots: Option<Arc<FrameRing>>,
     stop: StopFlag,
     failed: Sender<ThreadFailed>,
-) -> ScopedJoinHandle<'s, ()> {
-    std::thread::Builder::new()
-        .name("prepare".into())
-        .spawn_scoped(scope, move || {
-            guarded("prepare", &failed, &stop, || prepare_loop(input, &ends, snapshots.as_deref(), &stop))
-        })
-        .expect("spawn prepare thread")
-}
-
-fn prepare_loop(input: &InputSpec, ends: &PrepareEnds, snapshots: Option<&FrameRing>, stop: &StopFlag) {
-    let mut pre = Preprocessor::new(input);
-    let mut corrupt_log = LogLimiter::new(LOG_PERIOD);
-    while let Ok(mut frame) = ends.frames.recv() {
-        let (seq, t_ms) = (frame.seq, frame.t_ms);
-        let job = if stop.is_stopped() {
-            Job::Dropped { seq, t_ms, why: Dropped::Stopping }
-        } else {
-            let Some(mut tensor) = recv_until_stopped(&ends.free_inputs, stop) else { return };
-            match pre.run(&frame, tensor.as_mut_slice()) {
-                Ok(pt) => {
-                    let times = StageTimes { decode: pt.decode, prepare: pt.prepare, ..StageTimes::default() };
-                    Job::Ready { seq, t_ms, input: tensor, times }
-                }
-                Err(e) => {
-                    corrupt_log.warn(format_args!("frame {seq} ({}) dropped: {e}", frame.origin_display()));
-                    let _ = ends.return_input.send(tensor);
-                    Job::Dropped { seq, t_ms, why: Dropped::Corrupt }
-                }
-            }
-        };
-        if let (Some(ring), Job::Ready { .. }) = (snapshots, &job) {
-            // Its pixels stay for a snapshot; the frame goes back with the ring's older buffer.
-            ring.keep(&mut frame);
-        }
-        let _ = ends.free_frames.send(frame);
-        if ends.jobs.send(job).is_err() {
-            return;
-        }
-    }
-}
-
-/// One inference worker thread per `workers` entry: take a score buffer, then a
-/// job; run the model into the buffer; send the result on.
-pub fn spawn_workers<'s>(
-    scope: &'s Scope<'s, '_>,
-    workers: Vec<Box<dyn InferenceWorker>>,
-    ends: WorkerEnds,
-    stop: StopFlag,
-    failed: Sender<ThreadFailed>,
 ) {
-    for (i, worker) in workers.into_iter().enumerate() {
-        let (ends, stop, failed) = (ends.clone(), stop.clone(), failed.clone());
+    for (i, (worker, tensor)) in workers.into_iter().enumerate() {
+        let (ends, stop, failed, snapshots) = (ends.clone(), stop.clone(), failed.clone(), snapshots.clone());
         let name = format!("infer-{i}");
         std::thread::Builder::new()
             .name(name.clone())
-            .spawn_scoped(scope, move || guarded(&name, &failed, &stop, || worker_loop(worker, &ends, &stop)))
+            .spawn_scoped(scope, move || {
+                let mut pre = Preprocessor::new(input);
+                guarded(&name, &failed, &stop, || {
+                    worker_loop(worker, tensor, &mut pre, &ends, snapshots.as_deref(), &stop)
+                })
+            })
             .expect("spawn inference worker");
     }
 }
 
-fn worker_loop(mut worker: Box<dyn InferenceWorker>, ends: &WorkerEnds, stop: &StopFlag) {
+fn worker_loop(
+    mut worker: Box<dyn InferenceWorker>,
+    mut input: InputTensor,
+    pre: &mut Preprocessor,
+    ends: &WorkerEnds,
+    snapshots: Option<&FrameRing>,
+    stop: &StopFlag,
+) {
+    let mut corrupt_log = LogLimiter::new(LOG_PERIOD);
     let mut engine_log = LogLimiter::new(LOG_PERIOD);
-    // Take a score buffer before a job: at most the score pool's size of results
+    // Take a score buffer before a frame: at most the score pool's size of results
     // can then be undecided, which is what bounds the decide thread's reorder ring.
     while let Ok(mut scores) = ends.free_scores.recv() {
-        let Ok(job) = ends.jobs.recv() else { return };
-        let done = match job {
-            Job::Dropped { seq, t_ms, why } => {
-                Done { seq, t_ms, scores, result: Err(why), times: StageTimes::default() }
-            }
-            Job::Ready { seq, t_ms, mut input, mut times } => {
-                let result = if stop.is_stopped() {
-                    Err(Dropped::Stopping)
-                } else {
-                    let t0 = Instant::now();
-                    let r = worker.infer(&mut input, &mut scores);
-                    times.infer = t0.elapsed();
-                    r.map_err(|e| {
-                        engine_log.warn(format_args!("frame {seq} dropped: {e}"));
-                        Dropped::Engine
-                    })
-                };
-                let _ = ends.free_inputs.send(input);
-                Done { seq, t_ms, scores, result, times }
+        let Ok(mut frame) = ends.frames.recv() else { return };
+        let (seq, t_ms) = (frame.seq, frame.t_ms);
+        let mut times = StageTimes::default();
+        let prepared = if stop.is_stopped() {
+            Err(Dropped::Stopping)
+        } else {
+            match pre.run(&frame, input.as_mut_slice()) {
+                Ok(pt) => {
+                    (times.decode, times.prepare) = (pt.decode, pt.prepare);
+                    if let Some(ring) = snapshots {
+                        // Its pixels stay for a snapshot; the frame goes back with the ring's older buffer.
+                        ring.keep(&mut frame);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    corrupt_log.warn(format_args!("frame {seq} ({}) dropped: {e}", frame.origin_display()));
+                    Err(Dropped::Corrupt)
+                }
             }
         };
-        if ends.done.send(done).is_err() {
+        // The frame's pixels are in the tensor: the source may refill it while the model runs.
+        let _ = ends.free_frames.send(frame);
+        let result = prepared.and_then(|()| {
+            if stop.is_stopped() {
+                return Err(Dropped::Stopping);
+            }
+            let t0 = Instant::now();
+            let r = worker.infer(&mut input, &mut scores);
+            times.infer = t0.elapsed();
+            r.map_err(|e| {
+                engine_log.warn(format_args!("frame {seq} dropped: {e}"));
+                Dropped::Engine
+            })
+        });
+        if ends.done.send(Done { seq, t_ms, scores, result, times }).is_err() {
             return;
         }
     }

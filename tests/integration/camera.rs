@@ -48,8 +48,13 @@ const SWS: &str = "neighbor+full_chroma_int+accurate_rnd+bitexact";
 
 /// The photo as `pix_fmt` frames at 640x480, `n` of them back to back.
 fn frames(pix_fmt: &str, muxer: &str, n: usize) -> Vec<u8> {
+    frames_sized(pix_fmt, muxer, n, (W, H))
+}
+
+/// The photo as `pix_fmt` frames of `width` x `height`, `n` of them back to back.
+fn frames_sized(pix_fmt: &str, muxer: &str, n: usize, (width, height): (u32, u32)) -> Vec<u8> {
     let n = n.to_string();
-    let vf = format!("scale={W}:{H}");
+    let vf = format!("scale={width}:{height}");
     ffmpeg(
         &[
             "-loop",
@@ -121,6 +126,75 @@ fn yuv_conversions_match_ffmpeg() {
         let reference = ffmpeg_convert(pix_fmt, &yuv, "gray");
         conv.to_grey(format, W, H, &yuv, &mut ours);
         assert!(ours == reference, "{pix_fmt}: grey differs from ffmpeg's");
+    }
+}
+
+/// A YUV frame larger than the model is resized before it is converted (36x fewer pixels to
+/// convert for 1280x720 into 160x160). Against converting the whole frame first (the exact
+/// path, checked against ffmpeg above), on real frames into each shipped bundle's input:
+/// grey within 2 levels; RGB on average within 0.6 levels, 99 % of values within 2 (chroma
+/// is filtered once at its own resolution instead of replicated then filtered, which moves
+/// a few pixels on sharp colour edges by up to about 20), and every model score within 0.03,
+/// the tolerance docs/performance.md states.
+#[test]
+fn yuv_frames_resized_before_conversion_stay_close_to_converting_first() {
+    use vigil::bundle::{Bundle, Channels, Variant};
+    use vigil::engine::{InferenceEngine, TractEngine};
+    use vigil::frame::Frame;
+    use vigil::preprocess::Preprocessor;
+    let root = crate::common::root();
+    let engines: Vec<(String, Bundle, TractEngine)> = ["road-scene", "mobilenetv2-imagenet", "elpv-solar"]
+        .into_iter()
+        .map(|name| {
+            let bundle = Bundle::load(&root.join("models").join(name)).expect("shipped bundle");
+            let engine = TractEngine::load(&bundle, Variant::Fp32).expect("shipped model loads");
+            (name.to_string(), bundle, engine)
+        })
+        .collect();
+    for size in [(640, 480), (1280, 720), (641, 479)] {
+        for (pix_fmt, format, range) in [
+            ("yuv420p", PixelFormat::I420, Range::Limited),
+            ("nv12", PixelFormat::Nv12, Range::Limited),
+            ("yuyv422", PixelFormat::Yuyv, Range::Limited),
+            ("yuvj420p", PixelFormat::I420, Range::Full),
+        ] {
+            let colour = YuvColour { range, ..YuvColour::default() };
+            let yuv = frames_sized(pix_fmt, "rawvideo", 1, size);
+            let frame = Frame { format, width: size.0, height: size.1, colour, data: yuv, ..Frame::empty() };
+            let (mut rgb, mut grey) = (Vec::new(), Vec::new());
+            let conv = YuvConverter::new(colour);
+            conv.to_rgb(format, size.0, size.1, &frame.data, &mut rgb);
+            conv.to_grey(format, size.0, size.1, &frame.data, &mut grey);
+            let raw = |format, data| Frame { format, width: size.0, height: size.1, data, ..Frame::empty() };
+            let (rgb, grey) = (raw(PixelFormat::Rgb24, rgb), raw(PixelFormat::Grey, grey));
+            for (name, bundle, engine) in &engines {
+                let what = format!("{pix_fmt} {size:?} -> {name}");
+                let exact = if bundle.input.channels == Channels::Grey { &grey } else { &rgb };
+                let mut scores = Vec::new();
+                let mut pixels = Vec::new();
+                for f in [exact, &frame] {
+                    let mut pre = Preprocessor::new(&bundle.input);
+                    let mut input = engine.new_input().unwrap();
+                    pre.run(f, input.as_mut_slice()).unwrap();
+                    pixels.push(pre.resized_pixels().to_vec());
+                    let mut s = vec![0.0; bundle.labels.len()];
+                    engine.new_worker().unwrap().infer(&mut input, &mut s).unwrap();
+                    scores.push(s);
+                }
+                let mut diffs: Vec<u8> = pixels[0].iter().zip(&pixels[1]).map(|(a, b)| a.abs_diff(*b)).collect();
+                diffs.sort_unstable();
+                let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+                let (p99, worst) = (diffs[diffs.len() * 99 / 100], diffs[diffs.len() - 1]);
+                let score_diff = scores[0].iter().zip(&scores[1]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                eprintln!("{what}: pixels mean {mean:.2} p99 {p99} worst {worst}; scores within {score_diff:.4}");
+                if bundle.input.channels == Channels::Grey {
+                    assert!(worst <= 2, "{what}: grey pixels differ by {worst} levels");
+                } else {
+                    assert!(mean < 0.6 && p99 <= 2, "{what}: RGB pixels differ by {mean:.2} on average, p99 {p99}");
+                }
+                assert!(score_diff < 0.03, "{what}: a score moved by {score_diff}");
+            }
+        }
     }
 }
 
