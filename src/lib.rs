@@ -21,6 +21,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod frame;
 pub mod fuzz;
+pub mod jpeg;
 pub mod notify;
 pub mod pipeline;
 pub mod preprocess;

@@ -3,7 +3,8 @@
 //!
 //! A [`Preprocessor`] owns every intermediate buffer and reuses it: once it
 //! has seen a frame of the largest size, it allocates nothing more of its own
-//! (the JPEG/PNG decoders keep small internal scratch of their own per call).
+//! (libjpeg-turbo allocates and frees its per-image work buffers with C's malloc on
+//! each frame; the PNG decoder keeps small scratch of its own per call).
 
 use std::io::Cursor;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use image::{ImageDecoder, ImageReader, Limits};
 use crate::bundle::{Channels, InputSpec, Layout};
 use crate::convert::YuvConverter;
 use crate::frame::{Frame, PixelFormat, YuvColour};
+use crate::jpeg::{JpegDecoder, JpegPixels};
 
 /// Largest frame side vigil decodes; bigger headers are refused before any allocation.
 pub const MAX_SIDE: u32 = 8192;
@@ -77,6 +79,8 @@ pub struct Preprocessor {
     planes: YuvPlanes,
     /// Per channel: value for each of the 256 pixel levels.
     lut: Vec<[f32; 256]>,
+    /// libjpeg-turbo's decompressor, kept from frame to frame.
+    jpeg: JpegDecoder,
 }
 
 impl Preprocessor {
@@ -101,6 +105,7 @@ impl Preprocessor {
             yuv: YuvConverter::new(YuvColour::default()),
             planes: YuvPlanes::default(),
             lut,
+            jpeg: JpegDecoder::new(),
         }
     }
 
@@ -235,22 +240,29 @@ impl Preprocessor {
         }
     }
 
+    /// Decode a JPEG or PNG into `decoded`. JPEGs go through libjpeg-turbo at the smallest
+    /// DCT scale that still covers the model ([`crate::jpeg`]); PNGs, and the CMYK JPEGs
+    /// libjpeg-turbo cannot turn into RGB, through the `image` crate at full size.
     fn decode(&mut self, data: &[u8]) -> Result<Pixels, PreprocessError> {
+        if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            check_jpeg_end(data)?;
+            let header = self.jpeg.header(data)?;
+            if !header.cmyk {
+                let pixels = match self.spec.channels {
+                    Channels::Rgb => JpegPixels::Rgb,
+                    Channels::Grey => JpegPixels::Grey,
+                };
+                let model = (self.spec.width, self.spec.height);
+                let (width, height) = self.jpeg.decode_covering(data, header, model, pixels, &mut self.decoded)?;
+                return Ok(Pixels { width, height, channels: pixels.channels(), bytes_per_sample: 1 });
+            }
+        }
         let decode_err = |e: image::ImageError| PreprocessError::Decode(e.to_string());
         let mut reader = ImageReader::new(Cursor::new(data))
             .with_guessed_format()
             .map_err(|e| PreprocessError::Decode(e.to_string()))?;
         if reader.format().is_none() {
             return Err(PreprocessError::Decode("not a JPEG or PNG image".into()));
-        }
-        // The JPEG decoder fills a truncated image with grey and calls it good: a frame cut
-        // short would be scored as a real one. A whole JPEG ends with its EOI marker (some
-        // writers pad after it with zeros).
-        if reader.format() == Some(image::ImageFormat::Jpeg) {
-            let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-            if end < 2 || data[end - 2..end] != [0xFF, 0xD9] {
-                return Err(PreprocessError::Decode("truncated JPEG (no end-of-image marker)".into()));
-            }
         }
         let mut limits = Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
@@ -309,6 +321,16 @@ struct YuvPlanes {
     small_luma: Vec<u8>,
     /// Chroma at the model's size: U V pairs, or (I420) the U plane then the V plane.
     small_chroma: Vec<u8>,
+}
+
+/// A JPEG cut short must not be scored as a whole one (decoders fill the missing part with
+/// grey): a whole JPEG ends with its end-of-image marker (some writers pad after it with zeros).
+fn check_jpeg_end(data: &[u8]) -> Result<(), PreprocessError> {
+    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if end < 2 || data[end - 2..end] != [0xFF, 0xD9] {
+        return Err(PreprocessError::Decode("truncated JPEG (no end-of-image marker)".into()));
+    }
+    Ok(())
 }
 
 /// A raw frame's byte count must match its declared size.

@@ -16,6 +16,7 @@ mod eval;
 mod faults;
 mod fuzz_replay;
 mod gpio;
+mod jpeg_scaling;
 mod metrics;
 mod model;
 mod mqtt;

@@ -180,10 +180,21 @@ fn resize_is_close_to_pillow_bilinear() {
         let max = *diffs.iter().max().unwrap();
         let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
         eprintln!("{}: max {max}, mean {mean:.3}", source.display());
-        let (max_allowed, mean_allowed) = if source.extension().unwrap() == "png" { (1, 0.2) } else { (3, 0.4) };
+        // A JPEG larger than twice the model in both directions decodes at 1/2 (or less) straight
+        // from its DCT (src/jpeg.rs), a sharper filter than Pillow's resize from full size:
+        // pixels differ by 1-2 levels on average (most at edges and in fine texture: eagle.jpg),
+        // and the scores it gives are held to their bounds in jpeg_scaling.rs. Full-size
+        // decodes are libjpeg-turbo's, as Pillow's.
+        let (w, h) = image::image_dimensions(&source).unwrap();
+        let scaled = vigil::jpeg::covering_scale(w, h, 224, 224) != (w, h);
+        let (max_allowed, mean_allowed) = match source.extension().unwrap().to_str() {
+            Some("png") => (1, 0.2),
+            _ if scaled => (48, 2.5),
+            _ => (2, 0.3),
+        };
         assert!(
             max <= max_allowed && mean < mean_allowed,
-            "{}: |ours - Pillow| mean {mean}, max {max}",
+            "{}: |ours - Pillow| mean {mean}, max {max} (decoded scaled: {scaled})",
             source.display()
         );
     }
