@@ -86,7 +86,7 @@ fn road_scene_scores_on_real_stills_are_the_model_cards_and_do_not_regress() {
 }
 
 #[test]
-#[ignore = "issue 13's targets are not met yet: macro F1 0.167 (target 0.7), person AP 0.711 (0.9); negatives clean 1.0 (0.9) is met"]
+#[ignore = "issue 13's targets are not met yet: macro F1 0.167 (target 0.7), person AP 0.715 (0.9); negatives clean 1.0 (0.9) is met"]
 fn road_scene_meets_issue_13_targets_on_real_stills() {
     let (macro_f1, clean, person_ap) = targets(report());
     assert!(macro_f1 >= 0.7, "macro F1 {macro_f1:.3} < 0.7");
