@@ -67,7 +67,7 @@ pub struct SourceCounts {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the pipeline's `{thread}` thread failed: {why}")]
 pub struct ThreadFailed {
-    /// The thread's name (`source`, `prepare`, `infer-N`, `decide`).
+    /// The thread's name (`source`, `infer-N`, `decide`).
     pub thread: String,
     /// What it died of (the panic's message, or the source's report).
     pub why: String,

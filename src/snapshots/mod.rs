@@ -4,7 +4,7 @@
 //! also published (retained, size-capped) on `<prefix>/label/<name>/snapshot` over `[mqtt]`.
 //!
 //! The decide thread only names the file and queues a request; the `snapshots` thread takes the
-//! frame from the [`FrameRing`] (which the prepare thread fills), encodes and writes it. A full
+//! frame from the [`FrameRing`] (which the workers fill), encodes and writes it. A full
 //! or read-only disk is logged and counted, never fatal; the run and its events go on.
 
 pub mod ring;
@@ -178,7 +178,7 @@ impl Snapshots {
         }
     }
 
-    /// The ring the prepare thread keeps frames in.
+    /// The ring the workers keep frames in.
     pub fn ring(&self) -> Arc<FrameRing> {
         Arc::clone(&self.ring)
     }

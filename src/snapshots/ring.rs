@@ -1,12 +1,13 @@
-//! The frames a snapshot may still need: every frame the prepare thread has turned into a
-//! tensor, held until the decide thread is past it. A label switches on at frame `seq` only
-//! after that frame went through a worker, so the prepare thread has moved on by then; this ring
-//! keeps the last few frames' pixels for the snapshot thread to take.
+//! The frames a snapshot may still need: every frame a worker has turned into a tensor, held
+//! until the decide thread is past it. A label switches on at frame `seq` only after that
+//! frame went through a worker, which has handed the frame back to the source by then; this
+//! ring keeps the last few frames' pixels for the snapshot thread to take.
 //!
-//! No copy per frame: the prepare thread swaps the frame's `data` buffer with the oldest slot's
+//! No copy per frame: the worker swaps the frame's `data` buffer with the slot of its `seq`
 //! (so the frame goes back to the source's pool carrying that slot's buffer, which the source
-//! refills). The ring holds as many frames as can be between prepare and decide
-//! ([`crate::pipeline::frames_in_flight`]), plus spare, so a frame is there when it is asked for.
+//! refills). Workers finish frames out of order; slots are found by `seq`, and the ring holds as
+//! many frames as can be between the workers and decide ([`crate::pipeline::frames_in_flight`]),
+//! plus spare, so a frame is there when it is asked for.
 
 use std::sync::Mutex;
 
@@ -24,7 +25,7 @@ pub struct HeldFrame {
     pub data: Vec<u8>,
 }
 
-/// The ring, shared by the prepare thread (which fills it) and the snapshot thread.
+/// The ring, shared by the workers (which fill it) and the snapshot thread.
 #[derive(Debug)]
 pub struct FrameRing {
     slots: Mutex<Vec<HeldFrame>>,
