@@ -7,9 +7,9 @@ std and thresholds are the bundle's own. It replays the same images in a loop, l
 `vigil bench --images`, and prints frames/s and per-stage ms/frame, one thread for decode and
 preprocessing (Python's), `--threads` for onnxruntime's intra-op pool.
 
-    python3 bench/reference_ort.py --model models/road-scene --images 'models/road-scene/eval/images/*.jpg' --frames 500 --threads 1
+    python3 benches/reference_ort.py --model models/road-scene --images 'models/road-scene/eval/images/*.jpg' --frames 500 --threads 1
 
-Needs: onnxruntime, pillow, numpy (bench/requirements.txt).
+Needs: onnxruntime, pillow, numpy (benches/requirements.txt).
 """
 import argparse
 import glob
