@@ -419,6 +419,30 @@ fn convert_channels(src: &[u8], p: Pixels, to: Channels, dst: &mut Vec<u8>) -> R
             height: p.height,
         });
     }
+    // The two camera cases, an RGB24 frame into a grey model and a grey frame into an RGB one,
+    // get loops without per-pixel branches, which the compiler vectorises: the general loop
+    // below cost 1.4 ms for a 640x480 RGB24 frame, more than converting a YUV one.
+    if p.bytes_per_sample == 1 {
+        match (p.channels, to) {
+            (3, Channels::Grey) => {
+                dst.clear();
+                dst.resize(n, 0);
+                for (px, d) in src[..n * 3].chunks_exact(3).zip(dst.iter_mut()) {
+                    *d = luma(px[0], px[1], px[2]);
+                }
+                return Ok(());
+            }
+            (1, Channels::Rgb) => {
+                dst.clear();
+                dst.resize(n * 3, 0);
+                for (&v, d) in src[..n].iter().zip(dst.chunks_exact_mut(3)) {
+                    d.fill(v);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
     // 16-bit samples are native-endian; their high byte is the 8-bit value.
     let high = if cfg!(target_endian = "little") { p.bytes_per_sample - 1 } else { 0 };
     let sample = |px: &[u8], c: usize| px[c * p.bytes_per_sample + high];
@@ -440,4 +464,46 @@ fn convert_channels(src: &[u8], p: Pixels, to: Channels, dst: &mut Vec<u8>) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that exercise every level, without a random-number crate.
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect()
+    }
+
+    #[test]
+    fn rgb_into_grey_is_the_luma_of_each_pixel() {
+        let (w, h) = (37, 5);
+        let src = pattern(w * h * 3 + 7); // longer than the frame: the tail must be ignored
+        let p = Pixels { width: w as u32, height: h as u32, channels: 3, bytes_per_sample: 1 };
+        let mut dst = vec![9; 3];
+        convert_channels(&src, p, Channels::Grey, &mut dst).unwrap();
+        let expected: Vec<u8> = src[..w * h * 3].chunks_exact(3).map(|c| luma(c[0], c[1], c[2])).collect();
+        assert_eq!(dst, expected);
+    }
+
+    #[test]
+    fn grey_into_rgb_repeats_each_level() {
+        let src = pattern(41);
+        let p = Pixels { width: 41, height: 1, channels: 1, bytes_per_sample: 1 };
+        let mut dst = Vec::new();
+        convert_channels(&src, p, Channels::Rgb, &mut dst).unwrap();
+        assert_eq!(dst.len(), 123);
+        for (v, rgb) in src.iter().zip(dst.chunks_exact(3)) {
+            assert_eq!(rgb, [*v, *v, *v]);
+        }
+    }
+
+    #[test]
+    fn a_short_buffer_is_refused() {
+        let p = Pixels { width: 4, height: 4, channels: 3, bytes_per_sample: 1 };
+        assert!(matches!(
+            convert_channels(&[0; 47], p, Channels::Grey, &mut Vec::new()),
+            Err(PreprocessError::WrongSize { got: 47, expected: 48, .. })
+        ));
+    }
 }
