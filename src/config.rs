@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use crate::bundle::{Bundle, Variant};
 use crate::decide::LabelRule;
+use crate::engine::{EngineChoice, EngineKind, OnnxRuntimeSection};
 use crate::sink::{GpioSection, MetricsSection, MqttSection, MqttSettings, SerialSection, StdoutSection};
 use crate::snapshots::{SnapshotSettings, SnapshotsSection};
 use crate::source::{SourceConfig, SourceSection};
@@ -35,6 +36,9 @@ pub struct ModelSection {
     /// Inference worker threads (default 1).
     #[serde(default = "default_workers")]
     pub workers: Spanned<usize>,
+    /// `tract` (default) or `onnxruntime` (the `[onnxruntime]` section; cargo feature `npu`).
+    #[serde(default)]
+    pub engine: Option<Spanned<EngineKind>>,
     /// A thresholds file (e.g. from `vigil calibrate --output`) layered between
     /// the manifest's `[thresholds]` and this config's.
     #[serde(default)]
@@ -84,6 +88,7 @@ struct ConfigFile {
     metrics: Option<MetricsSection>,
     mqtt: Option<MqttSection>,
     snapshots: Option<SnapshotsSection>,
+    onnxruntime: Option<OnnxRuntimeSection>,
 }
 
 /// A parsed and checked run config.
@@ -95,6 +100,8 @@ pub struct Config {
     pub bundle_dir: PathBuf,
     /// `[model]`.
     pub model: ModelSection,
+    /// `[model] engine` and `[onnxruntime]`, checked: which engine runs the model.
+    pub engine: EngineChoice,
     /// `[source]`, checked for its kind, paths resolved.
     pub source: SourceConfig,
     /// `[thresholds]`: overrides the bundle's.
@@ -221,9 +228,11 @@ impl Config {
         }
         let mqtt = c.mqtt.as_ref().map(|m| m.check(&file)).transpose()?;
         let snapshots = c.snapshots.as_ref().map(|s| s.check(&file, mqtt.is_some())).transpose()?;
+        let engine = EngineChoice::from_config(&file, c.model.engine.as_ref(), c.onnxruntime.as_ref())?;
         Ok(Config {
             file,
             bundle_dir,
+            engine,
             model: c.model,
             source,
             thresholds: c.thresholds,

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use cmd::{EXIT_OK, Error};
 use vigil::bundle::Variant;
+use vigil::engine::{EngineChoice, OnnxRuntimeSettings, Provider};
 use vigil::evaluate::{CalibrateOptions, EvalOptions, LabelChoice, Objective};
 
 #[derive(Parser)]
@@ -36,6 +37,51 @@ impl From<VariantArg> for Variant {
         match v {
             VariantArg::Fp32 => Variant::Fp32,
             VariantArg::Int8 => Variant::Int8,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EngineArg {
+    Tract,
+    Onnxruntime,
+}
+
+/// The engine options of `classify`, `bench`, `eval` and `calibrate`.
+#[derive(Args)]
+struct EngineArgs {
+    /// Which engine runs the model: `tract`, or `onnxruntime` (a build with `--features npu`).
+    #[arg(long, value_enum, default_value = "tract")]
+    engine: EngineArg,
+    /// With --engine onnxruntime: the ONNX Runtime library (default: $ORT_DYLIB_PATH).
+    #[arg(long, value_name = "PATH")]
+    ort_library: Option<PathBuf>,
+    /// With --engine onnxruntime: execution providers in order, comma-separated (tensorrt, cuda, acl, xnnpack, openvino, cpu).
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    ort_providers: Vec<String>,
+    /// With --engine onnxruntime: intra-op threads per worker.
+    #[arg(long, default_value_t = 1)]
+    ort_threads: usize,
+}
+
+impl EngineArgs {
+    fn choice(self) -> Result<EngineChoice, Error> {
+        match self.engine {
+            EngineArg::Tract => Ok(EngineChoice::Tract),
+            EngineArg::Onnxruntime => {
+                let mut settings = OnnxRuntimeSettings::cpu(self.ort_library);
+                settings.providers = self
+                    .ort_providers
+                    .iter()
+                    .map(|p| Provider::from_name(p.trim()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Error::Usage(format!("--ort-providers: {e}")))?;
+                if !(1..=64).contains(&self.ort_threads) {
+                    return Err(Error::Usage(format!("--ort-threads {}: expected 1 to 64", self.ort_threads)));
+                }
+                settings.threads = self.ort_threads;
+                Ok(EngineChoice::OnnxRuntime(settings))
+            }
         }
     }
 }
@@ -82,6 +128,8 @@ A label is shown as detected when its score reaches its `on` threshold. Exit cod
         /// With --json, include every label's score.
         #[arg(long)]
         all_scores: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Image files (JPEG or PNG).
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -135,6 +183,8 @@ An INT8 model that runs on integer kernels shows OptMatMul nodes with I8/U8 inpu
         /// Worker counts to compare, comma-separated; the first is the baseline.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         workers: Vec<usize>,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -210,6 +260,8 @@ struct SetArgs {
     /// Scoring threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 impl SetArgs {
@@ -222,6 +274,7 @@ impl SetArgs {
             thresholds,
             labels: self.labels,
             workers,
+            engine: self.engine.choice()?,
         })
     }
 }
@@ -247,7 +300,7 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             Ok(EXIT_OK)
         }
         Command::Check { config } => cmd::check::run(&config, process_start),
-        Command::Classify { model, variant, top, json, all_scores, images } => {
+        Command::Classify { model, variant, top, json, all_scores, engine, images } => {
             cmd::classify::run(&cmd::classify::Options {
                 model,
                 variant: variant.into(),
@@ -255,13 +308,21 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
                 json,
                 all_scores,
                 images,
+                engine: engine.choice()?,
             })
         }
         Command::Monitor { port, baud } => cmd::monitor::run(&port, baud),
         Command::Cameras => cmd::cameras::run(),
         Command::Inspect { model, variant, nodes } => cmd::inspect::run(&model, variant.into(), nodes),
-        Command::Bench { model, variant, images, frames, workers, json } => {
-            let opts = cmd::bench::BenchOptions { bundle: model, variant: variant.into(), images, frames, workers };
+        Command::Bench { model, variant, images, frames, workers, engine, json } => {
+            let opts = cmd::bench::BenchOptions {
+                bundle: model,
+                variant: variant.into(),
+                images,
+                frames,
+                workers,
+                engine: engine.choice()?,
+            };
             let report = cmd::bench::run(&opts, process_start)?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

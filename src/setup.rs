@@ -11,7 +11,7 @@ use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::console::Console;
 use crate::decide::{Decider, LabelRule};
-use crate::engine::{EngineError, TractEngine};
+use crate::engine::{self, EngineError, InferenceEngine, LoadedEngine};
 use crate::pipeline::{self, Control, Decisions, Model, RunError, RunSummary};
 use crate::sink::serial::DevicePresence;
 use crate::sink::{GpioLines, GpioSink, MetricsSink, MqttSink, SerialSink, Sink, StdoutSink};
@@ -51,8 +51,10 @@ pub struct Prepared {
     pub config: Config,
     /// Its bundle.
     pub bundle: Bundle,
-    /// The loaded, optimised model.
-    pub engine: Arc<TractEngine>,
+    /// The loaded, optimised model, on the engine the config chose (or its fallback).
+    pub engine: Arc<dyn InferenceEngine>,
+    /// When `[onnxruntime] fallback = "tract"` was taken: why ONNX Runtime could not run.
+    pub engine_fell_back: Option<EngineError>,
     /// One rule per label, merged from bundle and config.
     pub rules: Vec<LabelRule>,
     /// The frame source.
@@ -76,7 +78,7 @@ pub struct Prepared {
 pub fn prepare(config: Config, started: Instant) -> Result<Prepared, SetupError> {
     let bundle = Bundle::load(&config.bundle_dir)?;
     let rules = config.rules(&bundle).map_err(SetupError::from);
-    let engine = TractEngine::load(&bundle, config.model.variant).map(Arc::new).map_err(SetupError::from);
+    let engine = engine::load(&bundle, config.model.variant, &config.engine).map_err(SetupError::from);
     let health = Arc::new(Health::default());
     let model_size = (bundle.input.width, bundle.input.height);
     let source = source::open(&config.source, model_size, &health, started).map_err(SetupError::from);
@@ -87,14 +89,14 @@ pub fn prepare(config: Config, started: Instant) -> Result<Prepared, SetupError>
         None => Ok(None),
     };
     match (rules, engine, source, gpio, serial) {
-        (Ok(rules), Ok(engine), Ok(source), Ok(gpio), Ok(serial)) => {
+        (Ok(rules), Ok(LoadedEngine { engine, fell_back: engine_fell_back, .. }), Ok(source), Ok(gpio), Ok(serial)) => {
             if let (Some(s), Some(DevicePresence::Absent)) = (&config.serial, serial) {
                 log::warn!(
                     "serial {}: not there now (adapter unplugged?); a run keeps retrying with backoff",
                     s.device.get_ref()
                 );
             }
-            Ok(Prepared { config, bundle, engine, rules, source, gpio, health, serial })
+            Ok(Prepared { config, bundle, engine, engine_fell_back, rules, source, gpio, health, serial })
         }
         (rules, engine, source, gpio, serial) => {
             let mut problems: Vec<SetupError> = Vec::new();

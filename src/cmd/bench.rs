@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Error;
 use vigil::bundle::{Bundle, Variant};
 use vigil::decide::Decider;
-use vigil::engine::{InferenceEngine, InferenceWorker, TractEngine};
+use vigil::engine::{self, EngineChoice, InferenceEngine};
 use vigil::frame::Frame;
 use vigil::pipeline::{self, Decisions, Model, RunSummary};
 use vigil::preprocess::Preprocessor;
@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub frames: u64,
     /// Worker counts to compare (the first is the baseline).
     pub workers: Vec<usize>,
+    /// Which engine runs the model.
+    pub engine: EngineChoice,
 }
 
 /// Mean per-frame times of each stage, in ms.
@@ -154,7 +156,7 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
     }
     let bundle = Bundle::load(&opts.bundle)?;
     let rules = thresholds::rules_for(&bundle, None, None)?;
-    let engine = Arc::new(TractEngine::load(&bundle, opts.variant)?);
+    let engine = engine::load(&bundle, opts.variant, &opts.engine)?.engine;
     let load_ms = ms(process_start.elapsed());
 
     // Raw inference is measured after the first pipeline run (which must come first: it
@@ -181,7 +183,7 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
         let summary: RunSummary = pipeline::run(Box::new(source), &model, decisions, &StopFlag::new(), started)?;
         if i == 0 {
             cold_start_ms = summary.first_decision.map_or(0.0, ms);
-            raw_between = Some(raw_inference_ms(&engine, &bundle, opts)?);
+            raw_between = Some(raw_inference_ms(engine.as_ref(), &bundle, opts)?);
         }
         let n = summary.counters.decided.max(1) as f64;
         let per_frame = ms(summary.busy) / (summary.counters.decided.saturating_sub(1).max(1)) as f64;
@@ -201,7 +203,7 @@ pub fn run(opts: &BenchOptions, process_start: Instant) -> Result<BenchReport, E
         });
     }
 
-    let raw_after = raw_inference_ms(&engine, &bundle, opts)?;
+    let raw_after = raw_inference_ms(engine.as_ref(), &bundle, opts)?;
     let raw_infer_ms = (raw_between.unwrap_or(raw_after) + raw_after) / 2.0;
     let formats = format_costs(&bundle, opts, raw_infer_ms)?;
     let base = &runs[0];
@@ -292,11 +294,11 @@ fn camera_frames(rgb: &image::RgbImage) -> Vec<(&'static str, Frame)> {
 }
 
 /// Mean time of `opts.frames` inferences on one prepared tensor, one worker, after a warm-up.
-fn raw_inference_ms(engine: &TractEngine, bundle: &Bundle, opts: &BenchOptions) -> Result<f64, Error> {
+fn raw_inference_ms(engine: &dyn InferenceEngine, bundle: &Bundle, opts: &BenchOptions) -> Result<f64, Error> {
     let first = vigil::source::files::resolve_files(&opts.images)?.remove(0);
     let mut frame = Frame::empty();
     frame.data = std::fs::read(&first).map_err(|e| Error::Runtime(format!("{}: {e}", first.display())))?;
-    let mut worker = engine.tract_worker()?;
+    let mut worker = engine.new_worker()?;
     let mut input = engine.new_input()?;
     Preprocessor::new(&bundle.input)
         .run(&frame, input.as_mut_slice())

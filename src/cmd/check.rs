@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use super::{EXIT_OK, Error};
 use vigil::config::Config;
-use vigil::engine::InferenceEngine;
 use vigil::setup::prepare;
 use vigil::sink::serial::DevicePresence;
 
@@ -27,6 +26,9 @@ pub fn run(path: &Path, process_start: Instant) -> Result<i32, Error> {
         prepared.bundle.provenance.licence
     );
     outln!("model: {}", prepared.engine.describe());
+    if let Some(e) = &prepared.engine_fell_back {
+        outln!("engine: FELL BACK to tract ([onnxruntime] fallback = \"tract\"): {e}");
+    }
     if prepared.health.source_lost.load(Ordering::Relaxed) {
         outln!(
             "source: {} NOT AVAILABLE now (a run keeps retrying; see the warning above)",

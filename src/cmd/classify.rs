@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::{EXIT_OK, EXIT_RUNTIME, Error};
 use vigil::bundle::{Bundle, Variant};
 use vigil::classify::Classifier;
-use vigil::engine::{InferenceEngine, TractEngine};
+use vigil::engine::{self, EngineChoice};
 use vigil::preprocess::Preprocessor;
 use vigil::thresholds;
 
@@ -24,13 +24,15 @@ pub struct Options {
     pub all_scores: bool,
     /// The image files.
     pub images: Vec<PathBuf>,
+    /// Which engine runs the model.
+    pub engine: EngineChoice,
 }
 
 /// Classify every image; exit 1 if any could not be read or decoded.
 pub fn run(o: &Options) -> Result<i32, Error> {
     let bundle = Bundle::load(&o.model)?;
     let rules = thresholds::rules_for(&bundle, None, None)?;
-    let engine = TractEngine::load(&bundle, o.variant)?;
+    let engine = engine::load(&bundle, o.variant, &o.engine)?.engine;
     let mut classifier = Classifier {
         labels: &bundle.labels,
         rules: &rules,

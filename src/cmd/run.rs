@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use super::Error;
 use vigil::bundle::Bundle;
 use vigil::config::Config;
-use vigil::engine::InferenceEngine;
 use vigil::notify::Notifier;
 use vigil::setup::{Resume, prepare};
 use vigil::stop::StopFlag;

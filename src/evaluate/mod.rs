@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::{Activation, Bundle, MANIFEST, Variant};
 use crate::classify::Classifier;
 use crate::decide::LabelRule;
-use crate::engine::{EngineError, InferenceEngine, TractEngine};
+use crate::engine::{self, EngineChoice, EngineError, InferenceEngine};
 use crate::preprocess::Preprocessor;
 use crate::thresholds::{self, RuleUpdate, ThresholdsFile, ThresholdsLayer, ThresholdsSpec, WriteError};
 use crate::tomlfile::{SettingsError, TomlFile};
@@ -159,6 +159,8 @@ pub struct EvalOptions {
     pub labels: LabelChoice,
     /// Scoring threads (at least 1).
     pub workers: usize,
+    /// Which engine scores the images.
+    pub engine: EngineChoice,
 }
 
 /// How long scoring took.
@@ -459,10 +461,10 @@ fn score(opts: &EvalOptions, file: Option<&ThresholdsFile>, progress: &dyn Progr
                 .into(),
         );
     }
-    let engine = TractEngine::load(&bundle, opts.variant)?;
+    let engine = engine::load(&bundle, opts.variant, &opts.engine)?.engine;
     let started = Instant::now();
     progress.start(set.images.len());
-    let rows = score_images(&engine, &bundle, &rules, &set, &columns, opts.workers.max(1), progress);
+    let rows = score_images(engine.as_ref(), &bundle, &rules, &set, &columns, opts.workers.max(1), progress);
     progress.finish();
     let elapsed_s = started.elapsed().as_secs_f64();
     let mut failures = Vec::new();

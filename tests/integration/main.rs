@@ -20,6 +20,7 @@ mod jpeg_scaling;
 mod metrics;
 mod model;
 mod mqtt;
+mod onnxruntime;
 mod road_scene;
 mod snapshots;
 mod soak;

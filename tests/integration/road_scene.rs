@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use vigil::bundle::{Bundle, Variant};
+use vigil::engine::EngineChoice;
 use vigil::evaluate::{EvalOptions, EvalReport, LabelChoice, Quiet, evaluate};
 
 use crate::common::root;
@@ -32,6 +33,7 @@ fn report() -> &'static EvalReport {
             thresholds: None,
             labels: LabelChoice::All,
             workers: 2,
+            engine: EngineChoice::Tract,
         };
         evaluate(&opts, &Quiet).unwrap_or_else(|e| panic!("vigil eval on the road-scene set: {e}"))
     })
