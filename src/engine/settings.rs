@@ -223,7 +223,11 @@ impl EngineChoice {
                 Some("onnxruntime".into()),
                 "an [onnxruntime] section, but `[model] engine` is tract: expected `engine = \"onnxruntime\"` in [model], or no [onnxruntime] section",
             )),
-            (EngineKind::OnnxRuntime, _) if !cfg!(feature = "npu") => {
+            // Without `npu`, a config that may fall back (a board profile meant for both builds)
+            // runs tract with a warning at load; one that may not is refused here, at its line.
+            (EngineKind::OnnxRuntime, s)
+                if !cfg!(feature = "npu") && s.is_none_or(|s| s.fallback == Fallback::Fail) =>
+            {
                 let span = engine.map(|e| e.span()).unwrap_or(0..0);
                 Err(file.error_at(span, "model.engine", NOT_BUILT))
             }
