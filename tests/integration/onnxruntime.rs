@@ -45,6 +45,16 @@ fn a_build_without_npu_refuses_the_onnxruntime_engine_naming_the_line() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--features npu"), "{}", stderr(&out));
+    // A profile that allows the fallback (boards/jetson-orin-nano.toml) runs tract, and says so.
+    let cfg =
+        config(dir.path(), "fallback.toml", "engine = \"onnxruntime\"\n", "[onnxruntime]\nfallback = \"tract\"\n");
+    let out = vigil_output(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("model: tract ") && text.contains("FELL BACK to tract") && text.contains("--features npu"),
+        "{text}"
+    );
 }
 
 #[cfg(feature = "npu")]
