@@ -178,7 +178,10 @@ mod with_npu {
     }
 
     /// The engine gives Python onnxruntime's own probabilities (tests/golden/mobilenetv2, made
-    /// by models/export/make_golden.py with onnxruntime 1.32 on model-sized images), fp32 and INT8.
+    /// by models/export/make_golden.py with onnxruntime 1.32 on x86, on model-sized images): fp32
+    /// to 1e-4 everywhere, INT8 to 1e-4 on x86. On aarch64 ONNX Runtime runs other integer
+    /// kernels (measured 0.029 from the x86 goldens), so there INT8 is held to the image's
+    /// `spread`, how far faithful executions of this graph land from the golden, plus 0.01.
     #[test]
     fn onnxruntime_reproduces_the_python_onnxruntime_goldens_in_fp32_and_int8() {
         let dir = root().join("tests/golden/mobilenetv2");
@@ -197,7 +200,12 @@ mod with_npu {
                     img[key]["probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
                 assert_eq!(ours.len(), theirs.len());
                 let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-                assert!(worst <= 1e-4, "{key} {}: worst |vigil - python onnxruntime| {worst}", img["file"]);
+                let bound = if variant == Variant::Int8 && cfg!(target_arch = "aarch64") {
+                    img[key]["spread"].as_f64().unwrap() as f32 + 0.01
+                } else {
+                    1e-4
+                };
+                assert!(worst <= bound, "{key} {}: worst |vigil - python onnxruntime| {worst}", img["file"]);
             }
         }
     }
@@ -254,7 +262,10 @@ mod with_npu {
         };
         let ort = run(&["--engine", "onnxruntime", "--ort-library", lib.to_str().unwrap()]);
         let tract = run(&["--engine", "tract"]);
-        assert_eq!(ort["detected"], tract["detected"]);
+        let labels = |v: &serde_json::Value| -> Vec<String> {
+            v["detected"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(labels(&ort), labels(&tract));
         let (a, b) = (ort["scores"].as_array().unwrap(), tract["scores"].as_array().unwrap());
         assert_eq!(a.len(), 3);
         assert_eq!(a.len(), b.len());
