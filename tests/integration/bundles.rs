@@ -2,14 +2,12 @@
 //! same sample images): the manifest agrees with both graphs, tract reproduces the recorded
 //! scores, and the INT8 model runs on integer kernels rather than in float.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 use tract_onnx::prelude::Framework;
 use vigil::bundle::{Bundle, Variant};
-use vigil::engine::{InferenceEngine, TractEngine};
-use vigil::frame::Frame;
-use vigil::preprocess::Preprocessor;
+use vigil::engine::TractEngine;
 
 /// Bundles with golden files, by directory.
 fn bundles_with_goldens() -> Vec<PathBuf> {
@@ -20,16 +18,6 @@ fn bundles_with_goldens() -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
-}
-
-fn scores(engine: &TractEngine, bundle: &Bundle, image: &Path) -> Vec<f32> {
-    let mut worker = engine.new_worker().unwrap();
-    let mut input = engine.new_input().unwrap();
-    let frame = Frame { data: std::fs::read(image).unwrap(), ..Frame::empty() };
-    Preprocessor::new(&bundle.input).run(&frame, input.as_mut_slice()).unwrap();
-    let mut out = vec![0.0; bundle.labels.len()];
-    worker.infer(&mut input, &mut out).unwrap();
-    out
 }
 
 #[test]
@@ -47,7 +35,7 @@ fn every_bundle_reproduces_its_golden_scores_in_fp32_and_int8() {
             let engine = TractEngine::load(&bundle, variant).unwrap_or_else(|e| panic!("{} {key}: {e}", dir.display()));
             for img in golden["images"].as_array().unwrap() {
                 let file = dir.join("samples").join(img["file"].as_str().unwrap());
-                let ours = scores(&engine, &bundle, &file);
+                let ours = crate::common::score_image(&engine, &bundle, &file);
                 let theirs: Vec<f32> =
                     img[key]["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
                 for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {

@@ -58,6 +58,21 @@ pub fn vigil_output(args: &[&str]) -> Output {
     vigil().args(args).output().expect("run vigil")
 }
 
+/// One image's scores from `engine`, preprocessed as the daemon does.
+pub fn score_image(
+    engine: &dyn vigil::engine::InferenceEngine,
+    bundle: &vigil::bundle::Bundle,
+    image: &Path,
+) -> Vec<f32> {
+    let mut worker = engine.new_worker().unwrap();
+    let mut input = engine.new_input().unwrap();
+    let frame = vigil::frame::Frame { data: std::fs::read(image).unwrap(), ..vigil::frame::Frame::empty() };
+    vigil::preprocess::Preprocessor::new(&bundle.input).run(&frame, input.as_mut_slice()).unwrap();
+    let mut out = vec![0.0; bundle.labels.len()];
+    worker.infer(&mut input, &mut out).unwrap();
+    out
+}
+
 /// Write `text` to `dir/name` and return the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -64,12 +64,10 @@ mod with_npu {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use vigil::bundle::{Bundle, Variant};
-    use vigil::engine::{self, EngineChoice, EngineKind, InferenceEngine, OnnxRuntimeSettings};
-    use vigil::frame::Frame;
-    use vigil::preprocess::Preprocessor;
+    use vigil::engine::{self, EngineChoice, EngineKind, OnnxRuntimeSettings};
 
     use super::config;
-    use crate::common::{light_model_samples, root, stderr, stdout, vigil_output};
+    use crate::common::{light_model_samples, root, score_image as scores, stderr, stdout, vigil_output};
 
     /// The version the tests run on, and one older than this build accepts.
     const CURRENT: &str = "1.32.0";
@@ -98,16 +96,6 @@ mod with_npu {
         let p = PathBuf::from(format!("/lib/{}-linux-gnu/libm.so.6", std::env::consts::ARCH));
         assert!(p.is_file(), "{}", p.display());
         p
-    }
-
-    fn scores(engine: &dyn InferenceEngine, bundle: &Bundle, image: &Path) -> Vec<f32> {
-        let mut worker = engine.new_worker().unwrap();
-        let mut input = engine.new_input().unwrap();
-        let frame = Frame { data: std::fs::read(image).unwrap(), ..Frame::empty() };
-        Preprocessor::new(&bundle.input).run(&frame, input.as_mut_slice()).unwrap();
-        let mut out = vec![0.0; bundle.labels.len()];
-        worker.infer(&mut input, &mut out).unwrap();
-        out
     }
 
     /// A shipped bundle's sample images (all on x86; under qemu-user, whose software float makes
