@@ -126,32 +126,17 @@ impl Provider {
         }
     }
 
-    /// Parse a provider given by name on the command line (options take their defaults;
-    /// `qnn` needs a backend path, so it is for configs only).
+    /// Parse a provider given by name on the command line, its options at their defaults: the
+    /// same parse as a config's `{ kind = "NAME" }`, so names and defaults live in one place.
     pub fn from_name(name: &str) -> Result<Provider, String> {
-        Ok(match name {
-            "tensorrt" => Provider::TensorRt { device: 0, fp16: false, int8: false, engine_cache: None },
-            "cuda" => Provider::Cuda { device: 0 },
-            "acl" => Provider::Acl { fast_math: false },
-            "xnnpack" => Provider::Xnnpack { threads: None },
-            "openvino" => Provider::OpenVino { device: None, cache_dir: None },
-            "cpu" => Provider::Cpu,
-            "qnn" => {
-                return Err(
-                    "`qnn` needs its backend library: configure it in a run config's [onnxruntime] providers".into()
-                );
-            }
-            other => {
-                return Err(format!(
-                    "unknown provider `{other}`: expected tensorrt, cuda, acl, xnnpack, openvino or cpu"
-                ));
-            }
-        })
+        let mut table = toml::Table::new();
+        table.insert("kind".into(), toml::Value::String(name.into()));
+        Provider::deserialize(table).map_err(|e| format!("provider `{name}`: {}", e.message()))
     }
 }
 
 /// `[onnxruntime]`, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxRuntimeSection {
     /// The ONNX Runtime shared library (`libonnxruntime.so.1.x.y`); default: `$ORT_DYLIB_PATH`.
@@ -232,7 +217,7 @@ impl EngineChoice {
                 Err(file.error_at(span, "model.engine", NOT_BUILT))
             }
             (EngineKind::OnnxRuntime, section) => {
-                let default = OnnxRuntimeSection { library: None, providers: None, threads: None, fallback: Fallback::Fail };
+                let default = OnnxRuntimeSection::default();
                 let s = section.unwrap_or(&default);
                 let library = s.library.as_ref().map(|l| file.resolve(l.get_ref())).or_else(library_from_env);
                 let providers = match &s.providers {
@@ -280,5 +265,20 @@ impl EngineChoice {
             EngineChoice::Tract => EngineKind::Tract,
             EngineChoice::OnnxRuntime(_) => EngineKind::OnnxRuntime,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_provider_names_parse_as_configs_do() {
+        assert_eq!(Provider::from_name("cpu"), Ok(Provider::Cpu));
+        assert_eq!(Provider::from_name("cuda"), Ok(Provider::Cuda { device: 0 }));
+        let unknown = Provider::from_name("npu9000").unwrap_err();
+        assert!(unknown.contains("unknown variant `npu9000`") && unknown.contains("tensorrt"), "{unknown}");
+        let qnn = Provider::from_name("qnn").unwrap_err();
+        assert!(qnn.contains("missing field `backend`"), "{qnn}");
     }
 }
