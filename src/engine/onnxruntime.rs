@@ -68,7 +68,7 @@ fn library_version(library: &Path) -> Result<String, EngineError> {
                 None,
                 None,
                 format!(
-                    "cannot be loaded as a shared library: {e}: expected libonnxruntime.so.1.x.y built for this CPU"
+                    "cannot be loaded as a shared library: {e:?}: expected libonnxruntime.so.1.x.y built for this CPU"
                 ),
             )
         })?;
@@ -88,6 +88,55 @@ fn library_version(library: &Path) -> Result<String, EngineError> {
         let version = std::ffi::CStr::from_ptr(((*base).GetVersionString)()).to_string_lossy().into_owned();
         Ok(version)
     }
+}
+
+/// The ELF machine number of the CPU this build runs on.
+const ELF_MACHINE: u16 = if cfg!(target_arch = "aarch64") {
+    183
+} else if cfg!(target_arch = "x86_64") {
+    62
+} else {
+    0
+};
+
+/// Check that `path` is a complete 64-bit little-endian ELF shared object for this CPU, before
+/// the dynamic loader maps it: a truncated library makes the loader touch pages past the end of
+/// the file, which kills the process with SIGBUS instead of returning an error.
+fn check_elf(path: &Path) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let len = file.metadata().map_err(|e| format!("cannot be read: {e}"))?.len();
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).map_err(|_| "is not an ELF shared library (too short)".to_string())?;
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return Err("is not a 64-bit little-endian ELF shared library".into());
+    }
+    let machine = u16_at(&header, 18);
+    if ELF_MACHINE != 0 && machine != ELF_MACHINE {
+        return Err(format!("is an ELF file for another CPU (machine {machine}, this one is {ELF_MACHINE})"));
+    }
+    let (phoff, phentsize, phnum) =
+        (u64_at(&header, 32), u64::from(u16_at(&header, 54)), u64::from(u16_at(&header, 56)));
+    let (shoff, shentsize, shnum) =
+        (u64_at(&header, 40), u64::from(u16_at(&header, 58)), u64::from(u16_at(&header, 60)));
+    let truncated = || format!("is truncated ({len} bytes): the ELF headers point past its end");
+    if phentsize < 56 || phoff.saturating_add(phentsize.saturating_mul(phnum)) > len {
+        return Err(truncated());
+    }
+    if shoff.saturating_add(shentsize.saturating_mul(shnum)) > len {
+        return Err(truncated());
+    }
+    let mut table = vec![0u8; (phentsize * phnum) as usize];
+    file.seek(SeekFrom::Start(phoff)).and_then(|_| file.read_exact(&mut table)).map_err(|_| truncated())?;
+    for entry in table.chunks_exact(phentsize as usize) {
+        let (offset, file_size) = (u64_at(entry, 8), u64_at(entry, 32));
+        if offset.saturating_add(file_size) > len {
+            return Err(truncated());
+        }
+    }
+    Ok(())
 }
 
 fn minor_version(version: &str) -> Option<u32> {
@@ -129,6 +178,9 @@ fn runtime(library: &Path) -> Result<Arc<Runtime>, EngineError> {
             ));
         }
     }
+    check_elf(library).map_err(|why| {
+        failure(library, None, None, format!("{why}: expected libonnxruntime.so.1.x.y built for this CPU"))
+    })?;
     let version = library_version(library)?;
     match minor_version(&version) {
         Some(minor) if minor >= MIN_MINOR_VERSION => {}
@@ -422,6 +474,24 @@ mod tests {
         assert_eq!(minor_version("1.20.1"), Some(20));
         assert_eq!(minor_version("2.0.0"), None);
         assert_eq!(minor_version("garbage"), None);
+    }
+
+    #[test]
+    fn truncated_foreign_and_non_elf_files_are_refused_before_the_loader_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let whole = dir.path().join("whole");
+        std::fs::write(&whole, &me).unwrap();
+        assert_eq!(check_elf(&whole), Ok(()));
+        let cut = dir.path().join("cut");
+        std::fs::write(&cut, &me[..me.len() / 2]).unwrap();
+        assert!(check_elf(&cut).unwrap_err().contains("truncated"));
+        let mut foreign = me.clone();
+        foreign[18] ^= 0x01;
+        std::fs::write(&cut, &foreign).unwrap();
+        assert!(check_elf(&cut).unwrap_err().contains("another CPU"));
+        std::fs::write(&cut, b"not a library").unwrap();
+        assert!(check_elf(&cut).unwrap_err().contains("not an ELF"));
     }
 
     #[test]
