@@ -6,6 +6,8 @@ Writes (relative to the repository root):
                                                output "logits" [1,1000]
   models/mobilenetv2-imagenet/model.int8.onnx  static INT8 (QOperator: QLinearConv, per-tensor,
                                                u8 activations / s8 weights; depthwise convs stay float)
+  models/mobilenetv2-imagenet/model.int8.qdq.onnx  static INT8 for ONNX Runtime (QDQ, per-channel
+                                               weights, every operator)
   models/mobilenetv2-imagenet/labels.txt       1000 ImageNet class names in output order
 
 Run from the repository root:  python3 models/export/export_mobilenetv2.py
@@ -27,21 +29,18 @@ import onnx
 import onnxruntime as ort
 import torch
 import torchvision
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
 from PIL import Image
 from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+import quantise as Q  # noqa: E402  (models/train/quantise.py: the INT8 step every bundle shares)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "models" / "mobilenetv2-imagenet"
 SAMPLES = BUNDLE / "samples"
 FP32 = BUNDLE / "model.onnx"
 INT8 = BUNDLE / "model.int8.onnx"
+QDQ = BUNDLE / Q.QDQ_FILE
 LABELS = BUNDLE / "labels.txt"
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
@@ -54,9 +53,6 @@ SCALE = np.float32(1.0 / 255.0)
 SIZE = 224
 SEED = 20240613
 OPSET = 13
-# 7-bit weights: keeps every pair of u8*s8 products inside int16, so onnxruntime's AVX2 (non-VNNI)
-# u8s8 kernels cannot saturate and its INT8 results equal exact integer arithmetic on any CPU.
-REDUCE_RANGE = True
 
 torch.set_num_threads(1)
 torch.manual_seed(SEED)
@@ -116,15 +112,6 @@ def calibration_batches():
     return out
 
 
-class Reader(CalibrationDataReader):
-    def __init__(self, batches):
-        self._it = iter(batches)
-
-    def get_next(self):
-        x = next(self._it, None)
-        return None if x is None else {"input": x}
-
-
 def export_fp32(model):
     dummy = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float32)
     torch.onnx.export(
@@ -160,35 +147,14 @@ def depthwise_conv_names(model_path):
 
 
 def quantize(batches):
+    """Both INT8 files (models/train/quantise.py): model.int8.onnx for tract (QOperator on the
+    full convolutions; depthwise convs stay float, tract has no integer depthwise kernel) and
+    model.int8.qdq.onnx for ONNX Runtime (every operator)."""
     exclude = depthwise_conv_names(FP32)
-    quantize_static(
-        str(FP32),
-        str(INT8),
-        Reader(batches),
-        quant_format=QuantFormat.QOperator,
-        per_channel=False,
-        reduce_range=REDUCE_RANGE,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["Conv"],
-        nodes_to_exclude=exclude,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    m = onnx.load(str(INT8))
-    # The quantizer may declare the com.microsoft opset even when no contrib op is used;
-    # drop the declaration so strict loaders only see ai.onnx.
-    bad = [n.op_type for n in m.graph.node if n.domain not in ("", "ai.onnx")]
-    if bad:
-        sys.exit(f"INT8 graph contains non-standard ops: {sorted(set(bad))}")
-    keep = [o for o in m.opset_import if o.domain in ("", "ai.onnx")]
-    if len(keep) != len(m.opset_import):
-        del m.opset_import[:]
-        m.opset_import.extend(keep)
-        onnx.save(m, str(INT8))
-    onnx.checker.check_model(m, full_check=True)
-    onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+    m = Q.write_qoperator(FP32, INT8, batches, op_types=["Conv"], exclude=exclude)
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     assert all(next((a.i for a in n.attribute if a.name == "group"), 1) > 1 for n in convs)
+    Q.write_qdq(FP32, QDQ, batches)
     return exclude, m
 
 
@@ -214,6 +180,7 @@ def main():
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     print(f"fp32: {FP32.relative_to(ROOT)} {FP32.stat().st_size} bytes")
     print(f"int8: {INT8.relative_to(ROOT)} {INT8.stat().st_size} bytes")
+    print(f"int8 QDQ: {QDQ.relative_to(ROOT)} {QDQ.stat().st_size} bytes")
     print(f"calibration tensors: {len(batches)}; depthwise convs left float: {len(exclude)}")
     print("int8 op types:", ", ".join(f"{k}x{v}" for k, v in sorted(ops.items())))
     print("int8 opset imports:", [(o.domain or "ai.onnx", o.version) for o in qm.opset_import])

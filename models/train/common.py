@@ -17,14 +17,9 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 import torchvision
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+import quantise as Q
 
 # One thread: the pipeline is meant to run beside other work on a 2-core machine.
 torch.set_num_threads(int(os.environ.get("VIGIL_TRAIN_THREADS", "1")))
@@ -394,49 +389,29 @@ def run(sess, x):
     return np.concatenate([sess.run(["logits"], {"input": x[i : i + 1]})[0] for i in range(len(x))])
 
 
-class Reader(CalibrationDataReader):
-    def __init__(self, x):
-        self._it = iter(x)
-
-    def get_next(self):
-        v = next(self._it, None)
-        return None if v is None else {"input": v[None]}
-
-
 def quantise(fp32: Path, int8: Path, calib: np.ndarray):
-    quantize_static(
-        str(fp32), str(int8), Reader(calib),
-        quant_format=QuantFormat.QOperator,
-        per_channel=False,
-        reduce_range=True,  # 7-bit weights: onnxruntime's u8s8 kernels exact on any x86 (no int16 saturation)
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["Conv", "Relu", "MaxPool"],
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    m = onnx.load(str(int8))
-    bad = sorted({n.op_type for n in m.graph.node if n.domain not in ("", "ai.onnx")})
-    if bad:
-        raise SystemExit(f"INT8 graph has non-standard ops: {bad}")
-    keep = [o for o in m.opset_import if o.domain in ("", "ai.onnx")]
-    if len(keep) != len(m.opset_import):
-        del m.opset_import[:]
-        m.opset_import.extend(keep)
-        onnx.save(m, str(int8))
-    onnx.checker.check_model(m, full_check=True)
+    """Both INT8 files of a plain student (quantise.py): `int8` in tract's QOperator form, checked
+    for the integer chain tract needs, and model.int8.qdq.onnx beside it for ONNX Runtime.
+    Returns the QOperator file's op counts."""
+    m = Q.write_qoperator(fp32, int8, calib, op_types=["Conv", "Relu", "MaxPool"])
+    Q.write_qdq(fp32, int8.parent / Q.QDQ_FILE, calib)
     return check_int8(m)
+
+
+def calibration_indices(train: np.ndarray, n: int) -> np.ndarray:
+    """An even spread of `n` training indices: the inputs INT8 calibration sees."""
+    return train[:: max(1, len(train) // n)][:n]
 
 
 def quantise_and_score(src: Path, fp32: Path, int8: Path, x: np.ndarray, tr, va, te, torch_logits: Path,
                        calibration_images: int):
-    """Copy the student's fp32 ONNX to `fp32`, quantise it to `int8` (MinMax calibration on an even
-    spread of `calibration_images` training inputs), and score the validation and test parts with
+    """Copy the student's fp32 ONNX to `fp32`, quantise it to `int8` and its QDQ twin (quantise(),
+    MinMax calibration on an even spread of `calibration_images` training inputs), and score the validation and test parts with
     both in onnxruntime; fail unless onnxruntime's fp32 logits match torch's (`torch_logits`, key
     "test") to 1e-3. Returns (INT8 op counts, fp32 session, INT8 session, fp32 logits, INT8 logits,
     max |torch - onnxruntime|); the logits are dicts with "val" and "test"."""
     shutil.copyfile(src, fp32)
-    calib_idx = tr[:: max(1, len(tr) // calibration_images)][:calibration_images]
-    ops = quantise(fp32, int8, x[calib_idx])
+    ops = quantise(fp32, int8, x[calibration_indices(tr, calibration_images)])
     log("INT8 ops:", ops)
     s32, s8 = session(fp32), session(int8)
     sl = np.load(torch_logits)
