@@ -161,6 +161,7 @@ struct Manifest {
     description: String,
     model: Spanned<String>,
     model_int8: Option<Spanned<String>>,
+    model_int8_qdq: Option<Spanned<String>>,
     labels: Option<Vec<String>>,
     labels_file: Option<Spanned<String>>,
     input: InputSpec,
@@ -176,8 +177,23 @@ struct Manifest {
 pub enum Variant {
     /// The float model (`model`).
     Fp32,
-    /// The quantised model (`model_int8`).
+    /// The quantised model: `model_int8` on tract, `model_int8_qdq` (else `model_int8`) on
+    /// ONNX Runtime.
     Int8,
+}
+
+/// The two ways an INT8 ONNX graph is written. The same weights quantised either way give the
+/// same decisions, but each engine is fast on only one of them, so a bundle may carry both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Form {
+    /// Integer operators (`QLinearConv` chains; manifest key `model_int8`). tract runs these on
+    /// its integer kernels; a QDQ graph would run there as float with extra rounding steps.
+    QOperator,
+    /// `QuantizeLinear`/`DequantizeLinear` pairs around float operators, weights per channel
+    /// (manifest key `model_int8_qdq`). ONNX Runtime fuses each pair and its operator into one
+    /// integer kernel, depthwise convolutions and residual adds included, and the accelerator
+    /// providers (TensorRT, QNN, OpenVINO) take INT8 only in this form.
+    Qdq,
 }
 
 impl std::fmt::Display for Variant {
@@ -200,8 +216,10 @@ pub struct Bundle {
     pub description: String,
     /// The fp32 ONNX file.
     pub model_fp32: PathBuf,
-    /// The INT8 ONNX file, when the bundle has one.
+    /// The INT8 ONNX file in QOperator form (tract's), when the bundle has one.
     pub model_int8: Option<PathBuf>,
+    /// The INT8 ONNX file in QDQ form (ONNX Runtime's), when the bundle has one.
+    pub model_int8_qdq: Option<PathBuf>,
     /// Label names, in output order.
     pub labels: Arc<[String]>,
     /// Input spec.
@@ -249,6 +267,7 @@ impl Bundle {
         };
         let model_fp32 = existing(&m.model, "model")?;
         let model_int8 = m.model_int8.as_ref().map(|s| existing(s, "model_int8")).transpose()?;
+        let model_int8_qdq = m.model_int8_qdq.as_ref().map(|s| existing(s, "model_int8_qdq")).transpose()?;
         let labels: Vec<String> = match (&m.labels, &m.labels_file) {
             (Some(l), None) => l.clone(),
             (None, Some(f)) => {
@@ -283,6 +302,7 @@ impl Bundle {
             description: m.description,
             model_fp32,
             model_int8,
+            model_int8_qdq,
             labels: labels.into(),
             input: m.input,
             activation: m.output.activation,
@@ -292,15 +312,30 @@ impl Bundle {
         })
     }
 
-    /// The ONNX file for `variant`, or an error naming the manifest key to add.
-    pub fn model_path(&self, variant: Variant) -> Result<&Path, SettingsError> {
-        match variant {
-            Variant::Fp32 => Ok(&self.model_fp32),
-            Variant::Int8 => self.model_int8.as_deref().ok_or_else(|| {
-                self.manifest.error(
-                    Some("model_int8".into()),
-                    "this bundle has no INT8 model: expected `model_int8 = \"FILE\"`, or run the fp32 variant",
-                )
+    /// The ONNX file to run for `variant` on an engine that prefers `form` for INT8, or an
+    /// error naming the manifest key to add. QDQ falls back to the QOperator file (ONNX Runtime
+    /// runs both); QOperator does not fall back to QDQ (tract would run it as float).
+    pub fn model_path(&self, variant: Variant, form: Int8Form) -> Result<&Path, SettingsError> {
+        match (variant, form) {
+            (Variant::Fp32, _) => Ok(&self.model_fp32),
+            (Variant::Int8, Int8Form::Qdq) => {
+                self.model_int8_qdq.as_deref().or(self.model_int8.as_deref()).ok_or_else(|| {
+                    self.manifest.error(
+                        Some("model_int8_qdq".into()),
+                        "this bundle has no INT8 model: expected `model_int8_qdq = \"FILE\"` (QDQ form) or \
+                         `model_int8 = \"FILE\"`, or run the fp32 variant",
+                    )
+                })
+            }
+            (Variant::Int8, Int8Form::QOperator) => self.model_int8.as_deref().ok_or_else(|| {
+                let message = if self.model_int8_qdq.is_some() {
+                    "this bundle's INT8 model is in QDQ form only (`model_int8_qdq`), which is for the \
+                     onnxruntime engine: expected `model_int8 = \"FILE\"` (QOperator form) for tract, or run \
+                     the fp32 variant"
+                } else {
+                    "this bundle has no INT8 model: expected `model_int8 = \"FILE\"`, or run the fp32 variant"
+                };
+                self.manifest.error(Some("model_int8".into()), message)
             }),
         }
     }

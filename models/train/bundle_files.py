@@ -28,6 +28,7 @@ name = "{name}"
 description = "{description}"
 model = "model.onnx"           # fp32 graph, output "logits" [1,{len(labels)}]
 model_int8 = "model.int8.onnx"  # tract-friendly INT8: QLinearConv chain, per-tensor, u8/s8
+model_int8_qdq = "model.int8.qdq.onnx"  # ONNX Runtime's INT8: QDQ, per-channel weights, every op
 labels = {json.dumps(list(labels))}
 
 [input]

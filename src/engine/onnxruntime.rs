@@ -29,7 +29,7 @@ use super::{
     DeclaredInput, EngineError, InferenceEngine, InferenceWorker, InputTensor, OnnxRuntimeSettings, Provider,
     apply_activation, check_input, check_output, shape_text,
 };
-use crate::bundle::{Activation, Bundle, Variant};
+use crate::bundle::{Activation, Bundle, Int8Form, Variant};
 
 /// The oldest ONNX Runtime this build can drive: the API level `ort` is built for (feature
 /// `api-24`: the graph-assignment API that tells which provider took which nodes).
@@ -334,7 +334,7 @@ impl OnnxRuntimeEngine {
         variant: Variant,
         settings: &OnnxRuntimeSettings,
     ) -> Result<OnnxRuntimeEngine, EngineError> {
-        let path = bundle.model_path(variant)?.to_path_buf();
+        let path = bundle.model_path(variant, Int8Form::Qdq)?.to_path_buf();
         let library = settings.library.as_deref().ok_or_else(|| {
             failure(
                 Path::new("(none)"),

@@ -14,7 +14,7 @@ use super::{
     DeclaredInput, EngineError, InferenceEngine, InferenceWorker, InputTensor, apply_activation, check_input,
     check_output, shape_text,
 };
-use crate::bundle::{Activation, Bundle, Variant};
+use crate::bundle::{Activation, Bundle, Int8Form, Variant};
 
 /// One node of an optimised tract graph.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -42,7 +42,7 @@ pub struct TractEngine {
 impl TractEngine {
     /// Load `bundle`'s `variant`, check it against the manifest, optimise it.
     pub fn load(bundle: &Bundle, variant: Variant) -> Result<TractEngine, EngineError> {
-        let path = bundle.model_path(variant)?.to_path_buf();
+        let path = bundle.model_path(variant, Int8Form::QOperator)?.to_path_buf();
         Self::load_file(bundle, &path, variant)
     }
 

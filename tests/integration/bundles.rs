@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use tract_onnx::prelude::Framework;
-use vigil::bundle::{Bundle, Variant};
+use vigil::bundle::{Bundle, Int8Form, Variant};
 use vigil::engine::TractEngine;
 
 /// Bundles with golden files, by directory.
@@ -65,7 +65,9 @@ fn every_int8_model_runs_its_convolutions_on_integer_kernels() {
         let float = matmuls.len() - integer;
         // Every QLinearConv of the ONNX graph becomes an integer matmul; only the classifier
         // head (after the global pool) may stay float.
-        let proto = tract_onnx::onnx().proto_model_for_path(bundle.model_path(Variant::Int8).unwrap()).unwrap();
+        let proto = tract_onnx::onnx()
+            .proto_model_for_path(bundle.model_path(Variant::Int8, Int8Form::QOperator).unwrap())
+            .unwrap();
         let convs = proto.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type == "QLinearConv").count();
         assert!(convs >= 3, "{}: only {convs} QLinearConv nodes", dir.display());
         assert!(
@@ -77,4 +79,29 @@ fn every_int8_model_runs_its_convolutions_on_integer_kernels() {
             nodes.iter().filter(|n| n.op.contains("Dequantize") || n.op.contains("DequantizeLinear")).count();
         assert!(dequantise <= 1, "{}: {dequantise} dequantise nodes: convs run in float", dir.display());
     }
+}
+
+/// `model_int8_qdq` (the INT8 file for ONNX Runtime) is checked like every file key, and a
+/// bundle whose INT8 model is in QDQ form only is refused on tract with a message that says
+/// which key tract needs, instead of running the QDQ graph in float.
+#[test]
+fn a_qdq_only_bundle_is_refused_on_tract_naming_the_keys() {
+    let from = crate::common::root().join("models/elpv-solar");
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["model.onnx", "model.int8.qdq.onnx"] {
+        std::fs::copy(from.join(file), dir.path().join(file)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(from.join("model.toml")).unwrap();
+    let qdq_only: String =
+        manifest.lines().filter(|l| !l.starts_with("model_int8 ")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(qdq_only, manifest);
+    std::fs::write(dir.path().join("model.toml"), &qdq_only).unwrap();
+    let bundle = Bundle::load(dir.path()).unwrap();
+    let err = TractEngine::load(&bundle, Variant::Int8).err().expect("tract refuses the QDQ-only bundle").to_string();
+    assert!(err.contains("model_int8_qdq") && err.contains("QOperator") && err.contains("model.toml"), "{err}");
+    assert!(TractEngine::load(&bundle, Variant::Fp32).is_ok());
+
+    std::fs::remove_file(dir.path().join("model.int8.qdq.onnx")).unwrap();
+    let err = Bundle::load(dir.path()).expect_err("a missing QDQ file is refused").to_string();
+    assert!(err.contains("model_int8_qdq") && err.contains("model.int8.qdq.onnx"), "{err}");
 }
