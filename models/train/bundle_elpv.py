@@ -2,7 +2,8 @@
 """Assemble models/elpv-solar from the trained student (student.py) and teacher (teacher.py).
 
 Steps:
-  1. copy the fp32 student ONNX to model.onnx; quantise it to model.int8.onnx with onnxruntime
+  1. copy the fp32 student ONNX to model.onnx; quantise it (quantise.py) to model.int8.qdq.onnx
+     for ONNX Runtime (QDQ, per-channel) and to model.int8.onnx for tract with onnxruntime
      quantize_static: QOperator, per-tensor, U8 activations / S8 weights (7-bit, reduce_range),
      op_types_to_quantize = Conv, Relu, MaxPool; MinMax calibration on training images.
   2. check the INT8 graph is what tract runs on integer kernels: only ai.onnx ops, QLinearConv
@@ -264,6 +265,10 @@ and `uncertain` co-occur exactly on the probability-2/3 cells).
   `op_types_to_quantize = ["Conv", "Relu", "MaxPool"]`, MinMax calibration on {CALIBRATION_IMAGES} training
   images. Graph: {', '.join(f'{k} x{v}' for k, v in sorted(m['int8_ops'].items()))}: one QuantizeLinear at the
   input, QLinearConv feeding QLinearConv, one DequantizeLinear before the float pool and classifier.
+- INT8 for ONNX Runtime (`model.int8.qdq.onnx`, manifest key `model_int8_qdq`): the same
+  calibration images, QDQ form, weights per output channel, every operator quantised
+  (models/train/quantise.py). ONNX Runtime runs it in the same instructions as the QOperator file,
+  with scores closer to fp32 (docs/onnxruntime.md, INT8).
 - Thresholds (`model.toml`): per label, `on` maximises F1 on validation (fp32 student), `off = on - {THRESHOLD_MARGIN}`:
   {', '.join(f'{l} on {o} / off {f}' for l, o, f in zip(L, on, off))}.
 

@@ -32,7 +32,8 @@ assert m["output"]["activation"] == "sigmoid"
 assert set(m["thresholds"]["labels"]) == set(m["labels"])
 g = json.loads((b / "samples" / "golden.json").read_text())
 assert 4 <= len(g["images"]) <= 6 and all((b / "samples" / i["file"]).is_file() for i in g["images"])
-for f in ("model.onnx", "model.int8.onnx", "label_stats.json", "metrics.json", "MODEL_CARD.md"):
+assert m["model_int8_qdq"] == "model.int8.qdq.onnx", m
+for f in ("model.onnx", "model.int8.onnx", "model.int8.qdq.onnx", "label_stats.json", "metrics.json", "MODEL_CARD.md"):
     assert (b / f).is_file(), f
 print("smoke test OK:", json.loads((b / "metrics.json").read_text())["int8_ops"])
 PYEOF
@@ -65,7 +66,7 @@ if mm["shipped"] == "plain":  # the INT8-capable student: golden scores for both
     assert g["labels"] == m["labels"] and 1 <= len(g["images"]) <= 5 and all((b / "samples" / i["file"]).is_file() for i in g["images"])
 assert 1 <= len(list((b / "samples").glob("*.png"))) <= 5
 for f in ["model.onnx", "metrics.json", "MODEL_CARD.md", "samples/LICENSE.md", "samples/EXPECTED.md"] + \
-         (["model.int8.onnx"] if "model_int8" in m else []):
+         (["model.int8.onnx", "model.int8.qdq.onnx"] if "model_int8" in m else []):
     assert (b / f).is_file(), f
 print("road smoke test OK: ships", mm["shipped"], mm["labels"], mm["int8_ops"])
 PYEOF
