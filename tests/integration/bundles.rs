@@ -86,22 +86,20 @@ fn every_int8_model_runs_its_convolutions_on_integer_kernels() {
 /// which key tract needs, instead of running the QDQ graph in float.
 #[test]
 fn a_qdq_only_bundle_is_refused_on_tract_naming_the_keys() {
-    let from = crate::common::root().join("models/elpv-solar");
-    let dir = tempfile::tempdir().unwrap();
-    for file in ["model.onnx", "model.int8.qdq.onnx"] {
-        std::fs::copy(from.join(file), dir.path().join(file)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(from.join("model.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir =
+        crate::common::bundle_copy(tmp.path(), &crate::common::root().join("models/elpv-solar"), &["model.int8.onnx"]);
+    let manifest = std::fs::read_to_string(dir.join("model.toml")).unwrap();
     let qdq_only: String =
         manifest.lines().filter(|l| !l.starts_with("model_int8 ")).map(|l| format!("{l}\n")).collect();
     assert_ne!(qdq_only, manifest);
-    std::fs::write(dir.path().join("model.toml"), &qdq_only).unwrap();
-    let bundle = Bundle::load(dir.path()).unwrap();
+    std::fs::write(dir.join("model.toml"), &qdq_only).unwrap();
+    let bundle = Bundle::load(&dir).unwrap();
     let err = TractEngine::load(&bundle, Variant::Int8).err().expect("tract refuses the QDQ-only bundle").to_string();
     assert!(err.contains("model_int8_qdq") && err.contains("QOperator") && err.contains("model.toml"), "{err}");
     assert!(TractEngine::load(&bundle, Variant::Fp32).is_ok());
 
-    std::fs::remove_file(dir.path().join("model.int8.qdq.onnx")).unwrap();
-    let err = Bundle::load(dir.path()).expect_err("a missing QDQ file is refused").to_string();
+    std::fs::remove_file(dir.join("model.int8.qdq.onnx")).unwrap();
+    let err = Bundle::load(&dir).expect_err("a missing QDQ file is refused").to_string();
     assert!(err.contains("model_int8_qdq") && err.contains("model.int8.qdq.onnx"), "{err}");
 }

@@ -73,6 +73,26 @@ pub fn score_image(
     out
 }
 
+/// A copy of the bundle `from` in `dir/bundle`: its files linked, except `model.toml`, which is
+/// copied so that a test may edit it, and the files named in `leave_out`, which are not there.
+pub fn bundle_copy(dir: &Path, from: &Path, leave_out: &[&str]) -> PathBuf {
+    let b = dir.join("bundle");
+    std::fs::create_dir(&b).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if !path.is_file() || leave_out.iter().any(|l| name == *l) {
+            continue;
+        }
+        if name == "model.toml" {
+            std::fs::copy(&path, b.join(name)).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&path, b.join(name)).unwrap();
+        }
+    }
+    b
+}
+
 /// Write `text` to `dir/name` and return the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

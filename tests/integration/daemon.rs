@@ -205,11 +205,7 @@ fn help_has_examples() {
 
 /// A copy of the default bundle (model files linked) with `edit` applied to its manifest.
 fn bundle_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let b = dir.join("bundle");
-    std::fs::create_dir(&b).unwrap();
-    for f in ["model.onnx", "model.int8.onnx", "labels.txt"] {
-        std::os::unix::fs::symlink(default_bundle().join(f), b.join(f)).unwrap();
-    }
+    let b = crate::common::bundle_copy(dir, &default_bundle(), &[]);
     let manifest = std::fs::read_to_string(default_bundle().join("model.toml")).unwrap();
     std::fs::write(b.join("model.toml"), edit(manifest)).unwrap();
     b
@@ -875,7 +871,7 @@ fn check_names_where_each_labels_rule_comes_from() {
     // The manifest's per-label value beats the config's default (and says so).
     let defective = line("defective");
     assert!(
-        defective.contains("on=0.6 from ") && defective.contains("model.toml:26:6 thresholds.labels.defective.on"),
+        defective.contains("on=0.6 from ") && defective.contains("model.toml:27:6 thresholds.labels.defective.on"),
         "{defective}"
     );
     // The config's per-label `on` beats the manifest's; its `off` is still the manifest's.
@@ -885,7 +881,7 @@ fn check_names_where_each_labels_rule_comes_from() {
         "{uncertain}"
     );
     assert!(
-        uncertain.contains("off=0.48 from ") && uncertain.contains("model.toml:31:7 thresholds.labels.uncertain.off"),
+        uncertain.contains("off=0.48 from ") && uncertain.contains("model.toml:32:7 thresholds.labels.uncertain.off"),
         "{uncertain}"
     );
 }

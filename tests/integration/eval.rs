@@ -224,15 +224,7 @@ fn calibrate_improves_macro_f1_on_the_sample_photos() {
 
 /// A copy of the default bundle (the ONNX files linked, not copied) that calibrate may edit.
 fn scratch_bundle(dir: &Path) -> PathBuf {
-    let b = dir.join("bundle");
-    std::fs::create_dir(&b).unwrap();
-    for f in ["model.toml", "labels.txt"] {
-        std::fs::copy(default_bundle().join(f), b.join(f)).unwrap();
-    }
-    for f in ["model.onnx", "model.int8.onnx"] {
-        std::os::unix::fs::symlink(default_bundle().join(f), b.join(f)).unwrap();
-    }
-    b
+    crate::common::bundle_copy(dir, &default_bundle(), &[])
 }
 
 #[test]

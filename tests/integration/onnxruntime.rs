@@ -73,7 +73,7 @@ mod with_npu {
     use vigil::engine::{self, EngineChoice, EngineKind, OnnxRuntimeSettings};
 
     use super::{config, config_in};
-    use crate::common::{light_model_samples, root, score_image as scores, stderr, stdout, vigil_output};
+    use crate::common::{bundle_copy, light_model_samples, root, score_image as scores, stderr, stdout, vigil_output};
 
     /// The version the tests run on, and one older than this build accepts.
     const CURRENT: &str = "1.32.0";
@@ -122,21 +122,14 @@ mod with_npu {
 
     /// A copy of shipped bundle `name` without its QDQ file (`model_int8_qdq`), so that ONNX
     /// Runtime runs the same QOperator INT8 graph as tract.
-    fn qoperator_only(name: &str) -> tempfile::TempDir {
-        let from = root().join("models").join(name);
-        let copy = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(&from).unwrap() {
-            let path = entry.unwrap().path();
-            let file = path.file_name().unwrap();
-            if path.is_file() && file != "model.int8.qdq.onnx" {
-                std::fs::copy(&path, copy.path().join(file)).unwrap();
-            }
-        }
-        let manifest = std::fs::read_to_string(from.join("model.toml")).unwrap();
+    fn qoperator_only(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = bundle_copy(dir.path(), &root().join("models").join(name), &["model.int8.qdq.onnx"]);
+        let manifest = std::fs::read_to_string(copy.join("model.toml")).unwrap();
         let kept: Vec<&str> = manifest.lines().filter(|l| !l.starts_with("model_int8_qdq")).collect();
         assert!(kept.len() < manifest.lines().count(), "{name} has a QDQ file");
-        std::fs::write(copy.path().join("model.toml"), kept.join("\n")).unwrap();
-        copy
+        std::fs::write(copy.join("model.toml"), kept.join("\n")).unwrap();
+        (dir, copy)
     }
 
     /// Worst |score difference| between tract and ONNX Runtime over the samples of the shipped
@@ -182,12 +175,12 @@ mod with_npu {
     /// checked against the golden file below.
     #[test]
     fn int8_scores_agree_with_tract_within_the_requantisation_tolerance() {
-        let elpv = qoperator_only("elpv-solar");
-        let (worst, changed, decisions) = disagreement("elpv-solar", elpv.path(), Variant::Int8);
+        let (_dir, elpv) = qoperator_only("elpv-solar");
+        let (worst, changed, decisions) = disagreement("elpv-solar", &elpv, Variant::Int8);
         assert!(worst <= 1e-4, "elpv-solar: worst |tract - onnxruntime| {worst}");
         assert_eq!(changed, 0, "elpv-solar: {changed} of {decisions} decisions differ");
-        let mnet = qoperator_only("mobilenetv2-imagenet");
-        let (worst, _, _) = disagreement("mobilenetv2-imagenet", mnet.path(), Variant::Int8);
+        let (_dir, mnet) = qoperator_only("mobilenetv2-imagenet");
+        let (worst, _, _) = disagreement("mobilenetv2-imagenet", &mnet, Variant::Int8);
         assert!(worst <= 0.25, "mobilenetv2-imagenet: worst |tract - onnxruntime| {worst}");
     }
 
@@ -209,8 +202,8 @@ mod with_npu {
             };
             assert_eq!(model(&ort), "model.int8.qdq.onnx", "{name}: {}", ort.engine.describe());
             assert_eq!(model(&tract), "model.int8.onnx", "{name}: {}", tract.engine.describe());
-            let copy = qoperator_only(name);
-            let without = Bundle::load(copy.path()).unwrap();
+            let (_dir, copy) = qoperator_only(name);
+            let without = Bundle::load(&copy).unwrap();
             let ort = engine::load(&without, Variant::Int8, &cpu()).unwrap();
             assert_eq!(model(&ort), "model.int8.onnx", "{name}: {}", ort.engine.describe());
         }
@@ -242,8 +235,8 @@ mod with_npu {
         let golden: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
         let shipped = Bundle::load(&root().join("models/mobilenetv2-imagenet")).unwrap();
-        let copy = qoperator_only("mobilenetv2-imagenet");
-        let qoperator = Bundle::load(copy.path()).unwrap();
+        let (_dir, copy) = qoperator_only("mobilenetv2-imagenet");
+        let qoperator = Bundle::load(&copy).unwrap();
         let mut images = golden["images"].as_array().unwrap().clone();
         if cfg!(target_arch = "aarch64") {
             images.truncate(2);
