@@ -199,9 +199,10 @@ def write_card(bundle, m, on, off, size, mean, std):
     L = D.LABELS
     card = bundle / "MODEL_CARD.md"
     # keep the hand-written sections (latency measured on boards, experiment log)
-    kept = F.kept_sections(card, {"Latency": LATENCY_PLACEHOLDER, "Experiments": ""})
+    kept = F.kept_sections(card, {"Latency": LATENCY_PLACEHOLDER, "Experiments": "", "vigil eval": ""})
     latency = kept["Latency"]
     experiments = "\n" + kept["Experiments"] if kept["Experiments"] else ""
+    daemon_eval = "\n" + kept["vigil eval"] if kept["vigil eval"] else ""
     r = m["results"]
     names = {"teacher_fp32": "teacher MobileNetV2 fp32 (torch)", "student_fp32": "student fp32 (onnxruntime)",
              "student_int8": "student INT8 (onnxruntime)"}
@@ -299,9 +300,12 @@ at the accuracy threshold ({fmt(st['student_int8']['accuracy_defective'])} % at 
 | model.onnx (fp32) | {m['sizes_bytes']['model.onnx']:,} |
 | model.int8.onnx | {m['sizes_bytes']['model.int8.onnx']:,} |
 
-{latency}{experiments}
+{latency}{experiments}{daemon_eval}
 ## Reproduce
 `models/train/build_elpv.sh` (see models/train/README.md); the numbers here are in `metrics.json`.
+The daemon's own figures on the same test images: `models/train/elpv_eval_set.py --out DIR`
+writes the split as `DIR/test.csv`, then `vigil eval --model models/elpv-solar --variant int8
+--data DIR/test.csv`.
 """
     F.write_card(card, text)
 
