@@ -182,8 +182,8 @@ pub enum Variant {
     Int8,
 }
 
-/// The two ways an INT8 ONNX graph is written. The same weights quantised either way give the
-/// same decisions, but each engine is fast on only one of them, so a bundle may carry both.
+/// The two ways an INT8 ONNX graph is written. The same fp32 graph quantised either way scores
+/// nearly the same, but each engine is fast on only one of them, so a bundle may carry both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Form {
     /// Integer operators (`QLinearConv` chains; manifest key `model_int8`). tract runs these on
