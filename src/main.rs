@@ -97,6 +97,34 @@ Exit codes: 0 ran to the end or was stopped; 2 the config, bundle or model was r
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Save frames from a config's source as JPEGs named by capture time: one every --every seconds and/or each switch-on (for models/train/adapt.sh).
+    #[command(after_help = "Examples:\n  vigil record --config /etc/vigil/vigil.toml --out frames --every 5\n  \
+vigil record --config boards/rpi4.toml --out frames --every 30 --on-switch --max-mib 4096\n\n\
+Runs the config's source and model as `vigil run` would, without its serial, GPIO, MQTT and metrics outputs (stop the daemon first: \
+one program can hold the camera). Files are `<UTC capture time>_<seq>.jpg`, and `<time>_<label>_<seq>.jpg` for a switch-on, so they \
+sort in capture order as adapt.sh needs. JPEG frames are saved as they came; others are encoded at quality 90. Frames already in \
+the folder count toward the limits; at a limit the recording stops and nothing is deleted. Skipped frames are logged and counted.\n\n\
+Exit codes: 0 stopped (a limit, the end of the source, SIGINT/SIGTERM); 2 an option, the config or the model was refused; 1 a failure while running.")]
+    Record {
+        /// The run config (TOML) whose source is recorded.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The folder the JPEGs go into (made if missing).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Save one frame every this many seconds of capture time (0: every frame).
+        #[arg(long, value_name = "SECONDS")]
+        every: Option<f64>,
+        /// Save the frame of each switch-on (the config's model and thresholds decide).
+        #[arg(long)]
+        on_switch: bool,
+        /// Stop once the folder holds this many recorded frames.
+        #[arg(long, default_value_t = 100_000)]
+        max_files: usize,
+        /// Stop before the recorded frames would take more than this many MiB.
+        #[arg(long, default_value_t = 2048)]
+        max_mib: u64,
+    },
     /// Check a config, its model bundle, model and devices without running anything.
     #[command(
         after_help = "Example:\n  vigil check --config boards/default.toml\n\nExit codes: 0 all good; 2 something was refused (the message names the file, line and key)."
@@ -300,6 +328,10 @@ fn run(command: Command, process_start: Instant) -> Result<i32, Error> {
             Ok(EXIT_OK)
         }
         Command::Check { config } => cmd::check::run(&config, process_start),
+        Command::Record { config, out, every, on_switch, max_files, max_mib } => cmd::record::run(
+            &cmd::record::Options { config, out, every_s: every, on_switch, max_files, max_mib },
+            process_start,
+        ),
         Command::Classify { model, variant, top, json, all_scores, engine, images } => {
             cmd::classify::run(&cmd::classify::Options {
                 model,

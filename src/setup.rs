@@ -188,7 +188,7 @@ impl Prepared {
         let workers = *config.model.workers.get_ref();
         let snapshots = config.snapshots.as_ref().map(|s| {
             let labels = Arc::clone(&bundle.labels);
-            Snapshots::start(s, labels, started, pipeline::frames_in_flight(workers), publisher.clone())
+            Snapshots::start(s, labels, started, pipeline::frames_in_flight(workers), publisher.clone(), stop.clone())
         });
         if let Some(lines) = gpio {
             sinks.push(Box::new(GpioSink::start(lines, Arc::clone(&health))));

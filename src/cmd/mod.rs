@@ -16,6 +16,7 @@ pub mod classify;
 pub mod eval;
 pub mod inspect;
 pub mod monitor;
+pub mod record;
 pub mod run;
 
 use vigil::engine::EngineError;

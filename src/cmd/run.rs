@@ -107,7 +107,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(30);
 /// some stage is wedged (a device read the kernel never returns from, a bug), with exit
 /// code 1 and a log line saying so. A daemon that ignores SIGTERM gets SIGKILLed by
 /// systemd after its timeout, with its sinks unflushed and no word of why.
-fn guard_stop(terminate: StopFlag) {
+pub fn guard_stop(terminate: StopFlag) {
     std::thread::Builder::new()
         .name("stop-guard".into())
         .spawn(move || {

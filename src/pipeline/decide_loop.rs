@@ -203,7 +203,7 @@ impl DecideLoop {
         for e in &self.events {
             // A label switching on: its frame is saved (off the decide thread) under this name.
             let snapshot = match &mut out.snapshots {
-                Some(s) if e.on => Some(s.switched_on(e.seq, e.t_ms, e.label)),
+                Some(s) if e.on && s.saves_switch_ons() => Some(s.switched_on(e.seq, e.t_ms, e.label)),
                 _ => None,
             };
             let line = EventLine {
@@ -260,6 +260,9 @@ impl DecideLoop {
         let t1 = Instant::now();
         self.write_events();
         let out = &mut self.out;
+        if let Some(s) = out.snapshots.as_mut() {
+            s.decided(done.seq, done.t_ms);
+        }
         if let Some(c) = out.control.as_mut() {
             c.decided(done.seq, &out.decider);
         }

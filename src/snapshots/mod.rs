@@ -3,6 +3,9 @@
 //! event line carries the file name. Retention by count and total size. Optionally the JPEG is
 //! also published (retained, size-capped) on `<prefix>/label/<name>/snapshot` over `[mqtt]`.
 //!
+//! `vigil record` saves frames through the same path ([`SnapshotSettings::record`]): one every
+//! `every` of capture time and/or each switch-on, and at its limits it stops instead of deleting.
+//!
 //! The decide thread only names the file and queues a request; the `snapshots` thread takes the
 //! frame from the [`FrameRing`] (which the workers fill), encodes and writes it. A full
 //! or read-only disk is logged and counted, never fatal; the run and its events go on.
@@ -24,9 +27,11 @@ use toml::Spanned;
 use crate::convert::YuvConverter;
 use crate::frame::PixelFormat;
 use crate::sink::mqtt::SnapshotPublisher;
+use crate::stop::StopFlag;
 use crate::tomlfile::{SettingsError, TomlFile};
 use crate::util::LogLimiter;
-use store::Store;
+pub use store::WhenFull;
+use store::{Store, WriteError};
 
 /// `[snapshots]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,15 +72,46 @@ fn default_mqtt_max_kib() -> Spanned<u64> {
     Spanned::new(0..0, 256)
 }
 
-/// `[snapshots]`, checked.
+/// What to save and where: `[snapshots]` checked, or `vigil record`'s options.
 #[derive(Debug, Clone)]
 pub struct SnapshotSettings {
+    /// The folder the JPEGs go into.
     pub dir: PathBuf,
+    /// At most this many files in it.
     pub max_files: usize,
+    /// At most this many bytes of them.
     pub max_bytes: u64,
+    /// JPEG quality for frames that are not JPEG already.
     pub quality: u8,
     /// `Some(cap)`: publish over MQTT snapshots of at most `cap` bytes.
     pub mqtt_max_bytes: Option<u64>,
+    /// Save the frame of each switch-on (named in its event line).
+    pub on_switch: bool,
+    /// Also save one frame every this many ms of capture time (`vigil record --every`).
+    pub every_ms: Option<u64>,
+    /// At a limit: delete the oldest (`[snapshots]`) or save no more and stop the run (`record`).
+    pub when_full: WhenFull,
+    /// A frame that switches several labels on is saved once, named for the first
+    /// (`record`: a data set without duplicates); `[snapshots]` saves one file per label.
+    pub once_per_frame: bool,
+}
+
+impl SnapshotSettings {
+    /// `vigil record`'s: frames into `dir`, one every `every_ms` and/or at each switch-on,
+    /// until `max_files` or `max_bytes` is reached, which stops the run; nothing is deleted.
+    pub fn record(dir: PathBuf, every_ms: Option<u64>, on_switch: bool, max_files: usize, max_bytes: u64) -> Self {
+        SnapshotSettings {
+            dir,
+            max_files,
+            max_bytes,
+            quality: 90,
+            mqtt_max_bytes: None,
+            on_switch,
+            every_ms,
+            when_full: WhenFull::Stop,
+            once_per_frame: true,
+        }
+    }
 }
 
 impl SnapshotsSection {
@@ -120,6 +156,10 @@ impl SnapshotsSection {
             max_bytes: max_mib << 20,
             quality: quality as u8,
             mqtt_max_bytes: self.mqtt.get_ref().then_some(mqtt_kib << 10),
+            on_switch: true,
+            every_ms: None,
+            when_full: WhenFull::DeleteOldest,
+            once_per_frame: false,
         })
     }
 }
@@ -130,7 +170,8 @@ const QUEUE: usize = 64;
 
 struct Request {
     seq: u64,
-    label: usize,
+    /// The label that switched on; `None` for a frame saved by time.
+    label: Option<usize>,
     name: String,
 }
 
@@ -143,27 +184,37 @@ pub struct Snapshots {
     /// Unix time of the process start, ms (frame times are ms after it).
     epoch_ms: u64,
     name: String,
+    /// Requests the writer had no room for.
     skipped: u64,
     warn: LogLimiter,
+    on_switch: bool,
+    every_ms: Option<u64>,
+    /// Capture time from which the next frame is saved by time.
+    next_due_ms: u64,
+    /// The last frame queued, so that a frame is saved once when it is due and switches a label on.
+    last_queued: Option<u64>,
+    once_per_frame: bool,
 }
 
 impl Snapshots {
     /// Start the snapshot thread; the ring holds `ring_frames` frames. `publish`: where
-    /// snapshots go over MQTT, if they do.
+    /// snapshots go over MQTT, if they do. `stop`: the run's flag, raised when a
+    /// [`WhenFull::Stop`] store is full.
     pub fn start(
         settings: &SnapshotSettings,
         labels: Arc<[String]>,
         started: Instant,
         ring_frames: usize,
         publish: Option<SnapshotPublisher>,
+        stop: StopFlag,
     ) -> Snapshots {
         let ring = Arc::new(FrameRing::new(ring_frames));
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let (thread_ring, settings) = (Arc::clone(&ring), settings.clone());
+        let (thread_ring, thread_settings) = (Arc::clone(&ring), settings.clone());
         let publish = publish.filter(|_| settings.mqtt_max_bytes.is_some());
         let thread = std::thread::Builder::new()
             .name("snapshots".into())
-            .spawn(move || write_loop(&settings, &thread_ring, &rx, publish.as_ref()))
+            .spawn(move || write_loop(&thread_settings, &thread_ring, &rx, publish.as_ref(), &stop))
             .expect("spawn the snapshots thread");
         let epoch_ms = crate::util::unix_ms_at(started);
         Snapshots {
@@ -175,7 +226,17 @@ impl Snapshots {
             name: String::with_capacity(64),
             skipped: 0,
             warn: LogLimiter::new(Duration::from_secs(60)),
+            on_switch: settings.on_switch,
+            every_ms: settings.every_ms,
+            next_due_ms: 0,
+            last_queued: None,
+            once_per_frame: settings.once_per_frame,
         }
+    }
+
+    /// Whether the frame of each switch-on is saved (and named in its event line).
+    pub fn saves_switch_ons(&self) -> bool {
+        self.on_switch
     }
 
     /// The ring the workers keep frames in.
@@ -186,7 +247,29 @@ impl Snapshots {
     /// `label` switched on at frame `seq` (captured at `t_ms`): queue its snapshot; the file
     /// name the event carries.
     pub fn switched_on(&mut self, seq: u64, t_ms: u64, label: usize) -> &str {
-        store::file_name(&mut self.name, self.epoch_ms + t_ms, &self.labels[label], seq);
+        // The frame's events come one after another: `name` is still this frame's file.
+        if !(self.once_per_frame && self.last_queued == Some(seq)) {
+            self.queue(seq, t_ms, Some(label));
+        }
+        &self.name
+    }
+
+    /// Frame `seq` (captured at `t_ms`) was decided: with `every_ms`, save it if it is due,
+    /// so that saved frames are at least `every_ms` apart in capture time.
+    pub fn decided(&mut self, seq: u64, t_ms: u64) {
+        let Some(every) = self.every_ms else { return };
+        if t_ms < self.next_due_ms {
+            return;
+        }
+        self.next_due_ms = t_ms + every;
+        if self.last_queued != Some(seq) {
+            self.queue(seq, t_ms, None);
+        }
+    }
+
+    fn queue(&mut self, seq: u64, t_ms: u64, label: Option<usize>) {
+        store::file_name(&mut self.name, self.epoch_ms + t_ms, label.map(|l| self.labels[l].as_str()), seq);
+        self.last_queued = Some(seq);
         let request = Request { seq, label, name: self.name.clone() };
         if let Some(tx) = &self.tx
             && tx.try_send(request).is_err()
@@ -197,7 +280,6 @@ impl Snapshots {
                 self.skipped
             ));
         }
-        &self.name
     }
 
     /// Write what is queued, within `budget`.
@@ -205,6 +287,10 @@ impl Snapshots {
         self.tx = None;
         if let Some(t) = self.thread.take() {
             crate::util::join_within(t, budget);
+        }
+        if self.skipped > 0 {
+            log::warn!("snapshots: {} frames not saved because the writer was behind", self.skipped);
+            self.skipped = 0;
         }
     }
 }
@@ -215,14 +301,25 @@ impl Drop for Snapshots {
     }
 }
 
-fn write_loop(s: &SnapshotSettings, ring: &FrameRing, rx: &Receiver<Request>, publish: Option<&SnapshotPublisher>) {
-    let mut store = Store::open(&s.dir, s.max_files, s.max_bytes);
+fn write_loop(
+    s: &SnapshotSettings,
+    ring: &FrameRing,
+    rx: &Receiver<Request>,
+    publish: Option<&SnapshotPublisher>,
+    stop: &StopFlag,
+) {
+    let mut store = Store::open(&s.dir, s.max_files, s.max_bytes, s.when_full);
     let mut held = HeldFrame::default();
     let mut jpeg = Vec::new();
     let mut rgb = Vec::new();
-    let (mut written, mut failed, mut missed) = (0u64, 0u64, 0u64);
+    let (mut written, mut failed, mut missed, mut over_limit) = (0u64, 0u64, 0u64, 0u64);
     let mut warn = LogLimiter::new(Duration::from_secs(60));
     while let Ok(r) = rx.recv() {
+        if over_limit > 0 {
+            // Full, and the run is stopping: what is still queued is skipped, and counted.
+            over_limit += 1;
+            continue;
+        }
         if !ring.copy_out(r.seq, &mut held) {
             missed += 1;
             warn.warn(format_args!("snapshots: frame {} is no longer held; {missed} missed so far", r.seq));
@@ -235,6 +332,12 @@ fn write_loop(s: &SnapshotSettings, ring: &FrameRing, rx: &Receiver<Request>, pu
         }
         match store.write(&r.name, &jpeg) {
             Ok(()) => written += 1,
+            Err(full @ WriteError::Full { .. }) => {
+                over_limit += 1;
+                log::info!("snapshots: {full} in {}: frame {} not saved; stopping", s.dir.display(), r.seq);
+                stop.stop();
+                continue;
+            }
             Err(e) => {
                 failed += 1;
                 warn.warn(format_args!(
@@ -244,9 +347,9 @@ fn write_loop(s: &SnapshotSettings, ring: &FrameRing, rx: &Receiver<Request>, pu
                 ));
             }
         }
-        if let (Some(p), Some(cap)) = (publish, s.mqtt_max_bytes) {
+        if let (Some(p), Some(cap), Some(label)) = (publish, s.mqtt_max_bytes, r.label) {
             if jpeg.len() as u64 <= cap {
-                p.publish(r.label, jpeg.clone());
+                p.publish(label, jpeg.clone());
             } else {
                 log::debug!("snapshots: {} is {} KiB, over mqtt_max_kib: not published", r.name, jpeg.len() / 1024);
             }
@@ -254,7 +357,8 @@ fn write_loop(s: &SnapshotSettings, ring: &FrameRing, rx: &Receiver<Request>, pu
     }
     let (kept, bytes) = store.kept();
     log::info!(
-        "snapshots: {written} written, {failed} failed, {missed} missed in this run; {kept} kept ({} KiB) in {}",
+        "snapshots: {written} written, {failed} failed, {missed} missed, {over_limit} over the limit in this run; \
+         {kept} kept ({} KiB) in {}",
         bytes / 1024,
         s.dir.display()
     );

@@ -21,6 +21,7 @@ mod metrics;
 mod model;
 mod mqtt;
 mod onnxruntime;
+mod record;
 mod road_scene;
 mod snapshots;
 mod soak;
