@@ -33,6 +33,9 @@ pub struct Options {
     pub max_mib: u64,
 }
 
+/// Largest `--max-mib` (1 TiB), as `[snapshots] max_mib`: also keeps `MiB << 20` in range.
+const MAX_MIB: u64 = 1 << 20;
+
 /// Longest `--every`: a day.
 const MAX_EVERY_S: f64 = 86_400.0;
 
@@ -50,8 +53,11 @@ pub fn run(opts: &Options, process_start: Instant) -> Result<i32, Error> {
                 .into(),
         ));
     }
-    if opts.max_files == 0 || opts.max_mib == 0 {
-        return Err(Error::Usage("--max-files and --max-mib: expected at least 1".into()));
+    if opts.max_files == 0 || !(1..=MAX_MIB).contains(&opts.max_mib) {
+        return Err(Error::Usage(format!(
+            "--max-files {} / --max-mib {}: expected at least 1 file and 1 to {MAX_MIB} MiB",
+            opts.max_files, opts.max_mib
+        )));
     }
     let mut config = Config::load(&opts.config)?;
     prepare_folder(&opts.out)?;
