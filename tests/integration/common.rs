@@ -34,6 +34,24 @@ pub fn light_model_samples() -> PathBuf {
     root().join("models/elpv-solar/samples")
 }
 
+/// The light model's sample PNGs in replay order (the files source sorts by name).
+pub fn light_model_sample_files() -> Vec<PathBuf> {
+    let mut s: Vec<PathBuf> = std::fs::read_dir(light_model_samples())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    s.sort();
+    s
+}
+
+/// Mean absolute difference of two same-sized grey renderings, in levels.
+pub fn grey_difference(a: &image::GrayImage, b: &image::GrayImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a.pixels().zip(b.pixels()).map(|(p, q)| u64::from(p.0[0].abs_diff(q.0[0]))).sum();
+    sum as f64 / f64::from(a.width() * a.height())
+}
+
 /// The built `vigil` binary (run under qemu-user when cross-testing: cargo's runner
 /// is not applied to child processes, so honour it here).
 pub fn vigil() -> Command {

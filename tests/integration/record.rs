@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{light_model_samples, light_model_section, stderr, vigil, write};
+use crate::common::{
+    grey_difference as difference, light_model_sample_files as samples, light_model_samples, light_model_section,
+    stderr, vigil, write,
+};
 
 /// A config on the light model with `source`; labels switch on at 0.5 from one frame, events as JSON.
 fn config(dir: &Path, source: &str) -> PathBuf {
@@ -24,17 +27,6 @@ fn config(dir: &Path, source: &str) -> PathBuf {
 
 fn files_source(fps: f64, looped: bool) -> String {
     format!("kind = \"files\"\npath = \"{}\"\nfps = {fps}\nloop = {looped}", light_model_samples().display())
-}
-
-/// The light model's samples in replay order (the files source sorts by name).
-fn samples() -> Vec<PathBuf> {
-    let mut s: Vec<PathBuf> = std::fs::read_dir(light_model_samples())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    s.sort();
-    s
 }
 
 fn record(config: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -84,13 +76,6 @@ fn parse(name: &str) -> Recorded {
         None => (None, rest),
     };
     Recorded { name: name.to_string(), unix_ms, label, seq: seq.parse().unwrap_or_else(|_| bad(name)) }
-}
-
-/// Mean absolute difference of two same-sized grey renderings, in levels.
-fn difference(a: &image::GrayImage, b: &image::GrayImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let sum: u64 = a.pixels().zip(b.pixels()).map(|(p, q)| u64::from(p.0[0].abs_diff(q.0[0]))).sum();
-    sum as f64 / f64::from(a.width() * a.height())
 }
 
 /// Each recorded file is the sample replayed at its seq (the files source loops over them).
@@ -270,6 +255,7 @@ fn bad_options_are_refused_before_anything_runs() {
         (vec!["--every=-1"], "--every -1"),
         (vec!["--every", "NaN"], "--every NaN"),
         (vec!["--every", "1", "--max-files", "0"], "--max-files"),
+        (vec!["--every", "1", "--max-mib", "18446744073709551615"], "--max-mib"),
     ] {
         let run = record(&cfg, &dir.path().join("frames"), &args);
         let log = stderr(&run);

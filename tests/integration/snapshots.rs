@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{light_model_samples, light_model_section, stderr, vigil, write};
+use crate::common::{
+    grey_difference as difference, light_model_sample_files as samples, light_model_samples, light_model_section,
+    stderr, vigil, write,
+};
 
 fn config(dir: &Path, snapshots: &str, repeat: bool) -> PathBuf {
     let text = format!(
@@ -18,17 +21,6 @@ fn config(dir: &Path, snapshots: &str, repeat: bool) -> PathBuf {
         light_model_samples().display()
     );
     write(dir, "c.toml", &text)
-}
-
-/// The samples in replay order (the files source sorts by name).
-fn samples() -> Vec<PathBuf> {
-    let mut s: Vec<PathBuf> = std::fs::read_dir(light_model_samples())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    s.sort();
-    s
 }
 
 fn events(stdout: &[u8]) -> Vec<Value> {
@@ -44,13 +36,6 @@ fn files(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
-}
-
-/// Mean absolute difference of two same-sized grey renderings, in levels.
-fn difference(a: &image::GrayImage, b: &image::GrayImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let sum: u64 = a.pixels().zip(b.pixels()).map(|(p, q)| u64::from(p.0[0].abs_diff(q.0[0]))).sum();
-    sum as f64 / f64::from(a.width() * a.height())
 }
 
 #[test]
